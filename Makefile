@@ -1,0 +1,34 @@
+# hydravit-edge: `make demo` runs the main job end to end, `make test` runs the tests.
+# Both create .venv on first use and install everything they need into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all test test-slow demo install clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet -e '.[dev,tflite]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS)
+
+# Full-size checks (DeiT-B scale); minutes on 2 cores.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/hydravit-edge info --heads 3..12
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,42 @@
+"""User-facing errors.
+
+Every error a user can act on (a bad path, a corrupt checkpoint, a head count the
+model does not have, a missing optional dependency) is raised as a
+:class:`HydraEdgeError`.  The CLI prints its message in one line and exits with
+``exit_code``; Python callers can catch it like any other exception.
+"""
+
+from __future__ import annotations
+
+
+class HydraEdgeError(Exception):
+    """An error with a message meant for the user; the CLI prints it without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(HydraEdgeError, ValueError):
+    """Bad command-line or API arguments (exit code 2, like argparse/click usage errors)."""
+
+    exit_code = 2
+
+
+class CheckpointError(HydraEdgeError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+class MissingDependencyError(HydraEdgeError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the pip extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised with monkeypatch in tests
+        raise MissingDependencyError(
+            f"{purpose} needs the Python package '{module.split('.')[0]}' ({exc}). "
+            f"Install it with: pip install 'hydravit-edge[{extra}]'"
+        ) from exc

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from hydravit_edge import save_checkpoint
+from hydravit_edge.cli import main
+from hydravit_edge.heads import format_heads, parse_heads
+from hydravit_edge.errors import UsageError
+from helpers import TINY, tiny_model
+
+
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+@pytest.mark.parametrize("spec,want", [("3..12", tuple(range(3, 13))), ("3,6,12", (3, 6, 12)), ("6", (6,)),
+                                       (" 1..3 ", (1, 2, 3)), (5, (5,)), ([4, 2, 4], (2, 4))])
+def test_parse_heads(spec, want):
+    assert parse_heads(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["", "x", "3..", "12..3", "3,,x", "0", "-1..2", "1.5"])
+def test_parse_heads_rejects(spec):
+    with pytest.raises(UsageError):
+        parse_heads(spec)
+
+
+def test_parse_heads_checks_available():
+    with pytest.raises(UsageError, match=r"\[13\] not available.*1\.\.12"):
+        parse_heads("3..13", range(1, 13))
+    assert format_heads(range(3, 13)) == "3..12" and format_heads([3, 6, 12]) == "3,6,12"
+
+
+def test_info_table_default_config(capsys):
+    code, out, _ = run(capsys, "info", "--heads", "3,6,12")
+    assert code == 0
+    assert "63.87" in out and "169.60" in out and "508.46" in out  # paper RAM column
+    assert "17.564" in out and "86.57" in out
+
+
+def test_info_json_from_checkpoint(capsys, tmp_path):
+    path = save_checkpoint(tiny_model(), tmp_path / "m.safetensors")
+    code, out, _ = run(capsys, "info", "--checkpoint", str(path), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["config"]["num_heads"] == TINY.num_heads
+    assert [r["k"] for r in data["profile"]] == [1, 2, 3, 4]
+    assert all(r["params"] > 0 and r["macs"] > 0 for r in data["profile"])
+
+
+@pytest.mark.parametrize("argv,code,msg", [
+    (["info", "--heads", "13"], 2, "not available"),
+    (["info", "--heads", "abc"], 2, "cannot read heads"),
+    (["info", "--heads", "0..3"], 2, ">= 1"),
+    (["info", "--config", "huge"], 2, "unknown config"),
+    (["info", "--checkpoint", "/nonexistent/x.safetensors"], 1, "no such checkpoint file"),
+])
+def test_info_errors(capsys, argv, code, msg):
+    got, out, err = run(capsys, *argv)
+    assert got == code
+    assert msg in err and "Traceback" not in err
+
+
+def test_info_corrupt_checkpoint_exit_code(capsys, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    code, _, err = run(capsys, "info", "--checkpoint", str(bad))
+    assert code == 1 and "bad.safetensors" in err
+
+
+def test_console_script_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("hydravit-edge")
+    res = subprocess.run([str(exe), "info", "--config", "tiny", "--heads", "2..3", "--json"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert [r["k"] for r in json.loads(res.stdout)["profile"]] == [2, 3]
+    res = subprocess.run([str(exe), "info", "--heads", "99"], capture_output=True, text=True)
+    assert res.returncode == 2 and "error:" in res.stderr and "Traceback" not in res.stderr

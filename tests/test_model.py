@@ -1,0 +1,154 @@
+import pytest
+import timm
+import torch
+
+from hydravit_edge import HydraConfig, HydraViT, UsageError
+from hydravit_edge.model import build_timm_vit
+from helpers import TINY, images, tiny_model
+
+
+def test_state_dict_is_a_timm_vit():
+    model = HydraViT(TINY)
+    ref = build_timm_vit(TINY)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert got == want
+
+
+@pytest.mark.parametrize("k", range(1, TINY.num_heads + 1))
+def test_sliced_forward_equals_extracted_subnet(k):
+    model = tiny_model()
+    x = images()
+    with torch.no_grad():
+        sliced = model(x, heads=k)
+        sub = model.subnet(k).eval()
+        standalone = sub(x)
+    assert isinstance(sub, timm.models.vision_transformer.VisionTransformer)
+    assert sub.embed_dim == TINY.head_dim * k and sub.blocks[0].attn.num_heads == k
+    assert sliced.shape == (x.shape[0], TINY.num_classes)
+    torch.testing.assert_close(sliced, standalone, atol=1e-5, rtol=0)
+
+
+def test_subnet_uses_only_leading_slices():
+    """Perturbing anything outside the k-head corner leaves subnetwork k unchanged."""
+    model = tiny_model()
+    x = images()
+    k = 2
+    e, full = TINY.width(k), TINY.embed_dim
+    with torch.no_grad():
+        before = model(x, heads=k)
+        for name, p in model.named_parameters():
+            mask = torch.ones_like(p, dtype=torch.bool)
+            if name.endswith("qkv.weight"):
+                for i in range(3):
+                    mask[i * full:i * full + e, :e] = False
+            elif name.endswith("qkv.bias"):
+                for i in range(3):
+                    mask[i * full:i * full + e] = False
+            elif name.endswith("fc1.weight"):
+                mask[:4 * e, :e] = False
+            elif name.endswith("fc1.bias"):
+                mask[:4 * e] = False
+            elif name.endswith("fc2.weight"):
+                mask[:e, :4 * e] = False
+            elif name == "head.weight":
+                mask[:, :e] = False
+            elif name == "head.bias":
+                mask[:] = False
+            elif name in ("cls_token", "pos_embed"):
+                mask[..., :e] = False
+            elif p.dim() == 2:
+                mask[:e, :e] = False
+            else:
+                mask[:e] = False
+            p[mask] = 1e3
+        after = model(x, heads=k)
+    torch.testing.assert_close(before, after, atol=1e-5, rtol=0)
+    assert not torch.allclose(model(x, heads=k + 1), before[:, :], atol=1e-2)
+
+
+def test_forward_slices_are_views_no_weight_copies():
+    """The forward pass allocates nothing weight-sized: slicing returns views of the parameters."""
+    model = tiny_model()
+    w = model.blocks[0].attn.qkv.weight
+    e = TINY.width(1)
+    view = w[:e, :e]
+    assert view.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()
+    # and gradients land only inside the slice: zero elsewhere
+    x = images()
+    model.train()
+    model(x, heads=1).sum().backward()
+    g = model.blocks[0].mlp.fc1.weight.grad
+    assert g[:4 * e, :e].abs().sum() > 0
+    assert g[4 * e:].abs().sum() == 0 and g[:, e:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("bad", [0, -1, TINY.num_heads + 1, 2.5, "x"])
+def test_heads_out_of_range_is_value_error(bad):
+    model = tiny_model()
+    with pytest.raises(ValueError, match="heads"):
+        model(images(), heads=bad)
+    with pytest.raises(UsageError):
+        model.subnet(bad)
+
+
+def test_default_heads_is_largest_available():
+    cfg = TINY.replace(heads=(1, 2, 3))
+    model = tiny_model(cfg)
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x, heads=3))
+
+
+def test_separate_classifiers_selected_by_k():
+    cfg = TINY.replace(separate_heads=True, heads=(2, 4))
+    model = tiny_model(cfg)
+    keys = set(model.state_dict())
+    assert {"head_k.2.weight", "head_k.2.bias", "head_k.4.weight", "head_k.4.bias"} <= keys
+    assert model.head_k["2"].weight.shape == (cfg.num_classes, cfg.width(2))
+    x = images()
+    with torch.no_grad():
+        a = model(x, heads=2)
+        model.head_k["2"].bias.add_(10.0)
+        b = model(x, heads=2)
+        c = model(x, heads=4)
+        model.head_k["4"].bias.add_(10.0)
+        d = model(x, heads=4)
+        torch.testing.assert_close(b - a, torch.full_like(a, 10.0))
+        torch.testing.assert_close(d - c, torch.full_like(c, 10.0))
+        torch.testing.assert_close(model.subnet(2).eval()(x), model(x, heads=2), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no classifier"):
+        model(x, heads=3)
+
+
+def test_timm_registry_builds_hydravit():
+    model = timm.create_model("hydravit_base_patch16_224", num_classes=7, depth=2)
+    assert isinstance(model, HydraViT)
+    assert model.config.num_classes == 7 and model.config.embed_dim == 768
+    assert isinstance(timm.create_model("hydravit_tiny_digits"), HydraViT)
+    with pytest.raises(ValueError, match="no downloadable weights"):
+        timm.create_model("hydravit_base_patch16_224", pretrained=True)
+
+
+def test_deit_equivalence_default_config():
+    """subnet(3/6/12) of the default config load strictly into timm's DeiT-tiny/small/base."""
+    torch.manual_seed(0)
+    model = HydraViT(HydraConfig())
+    for k, name in ((3, "deit_tiny_patch16_224"), (6, "deit_small_patch16_224"), (12, "deit_base_patch16_224")):
+        deit = timm.create_model(name, pretrained=False)
+        deit.load_state_dict(model.subnet_state_dict(k), strict=True)
+    # and the full HydraViT state dict *is* DeiT-base's
+    deit_base = timm.create_model("deit_base_patch16_224", pretrained=False)
+    assert {k: v.shape for k, v in deit_base.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k,name", [(3, "deit_tiny_patch16_224"), (6, "deit_small_patch16_224"), (12, "deit_base_patch16_224")])
+def test_deit_forward_equivalence_full_size(k, name):
+    torch.manual_seed(0)
+    model = HydraViT(HydraConfig()).eval()
+    deit = timm.create_model(name, pretrained=False).eval()
+    deit.load_state_dict(model.subnet_state_dict(k), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, heads=k), deit(x), atol=1e-5, rtol=0)
