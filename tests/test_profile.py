@@ -20,11 +20,11 @@ def _independent_macs(vit, config):
     return counter.get_total_flops() // 2
 
 
-@pytest.mark.parametrize("config", [TINY, HydraConfig(img_size=48, patch_size=16, depth=3, num_classes=11)],
+@pytest.mark.parametrize("config,ks", [(TINY, None), (HydraConfig(img_size=48, patch_size=16, depth=2, num_classes=11), (1, 3, 12))],
                          ids=["tiny", "64dim-heads"])
-def test_params_and_macs_match_independent_counts(config):
+def test_params_and_macs_match_independent_counts(config, ks):
     model = tiny_model(config)
-    for row in profile(config):
+    for row in profile(config, ks):
         vit = model.subnet(row.k)
         assert row.params == sum(p.numel() for p in vit.parameters())
         assert row.macs == _independent_macs(vit, config)
