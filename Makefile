@@ -10,6 +10,9 @@ PYTEST_ARGS ?=
 
 .PHONY: all test test-slow demo install clean
 
+# Kotlin policy module of the Android demo (kotlinc + JUnit 5, installed when missing).
+include mk/kotlin.mk
+
 all: test
 
 $(STAMP): pyproject.toml
@@ -20,7 +23,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) kotlin-deps
 	$(PY) -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS)
 
 # Full-size checks (DeiT-B scale); minutes on 2 cores.
@@ -31,4 +34,4 @@ demo: $(STAMP)
 	$(VENV)/bin/hydravit-edge info --heads 3..12
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .kotlin-build

@@ -1,0 +1,108 @@
+package org.hydravit.edge.policy
+
+import org.json.JSONArray
+import org.json.JSONObject
+
+/**
+ * Read access to the export's `manifest.json` (export/schemas/manifest.schema.json): model
+ * input spec, labels, and per target the artifact records (`file` relative to the manifest,
+ * `entry` = ExecuTorch method / Core ML function / TFLite signature, `mode`, inputs).
+ * Mirrors `hydravit_edge.runtime.ExportManifest`.
+ */
+
+class ManifestException(message: String) : IllegalArgumentException(message)
+
+data class TensorInfo(val name: String, val shape: List<Any>, val dtype: String)
+
+data class ArtifactInfo(
+    val k: Int,
+    val file: String,
+    val entry: String?,
+    val entryKind: String,
+    val mode: String,
+    val inputs: List<TensorInfo>,
+    val outputs: List<TensorInfo>,
+) {
+    /** The input holding the image (the first float input, normally `image`). */
+    val imageInput: TensorInfo?
+        get() = inputs.firstOrNull { it.name == Contract.ONNX_IMAGE_INPUT } ?: inputs.firstOrNull { it.dtype.startsWith("float") }
+
+    /** The input selecting k in a single ONNX graph (`heads`), null for other artifacts. */
+    val headsInput: TensorInfo?
+        get() = inputs.firstOrNull { it.name == Contract.ONNX_HEADS_INPUT }
+}
+
+const val MANIFEST_FORMAT = "hydravit-edge-export"
+const val MANIFEST_VERSION = 1
+
+class ExportManifest(val json: JSONObject) {
+    init {
+        if (json.optString("format") != MANIFEST_FORMAT) {
+            throw ManifestException("not a hydravit-edge export manifest (format '${json.optString("format")}')")
+        }
+        if (json.optInt("manifest_version", -1) != MANIFEST_VERSION) {
+            throw ManifestException("manifest_version ${json.opt("manifest_version")} is not supported (this app reads $MANIFEST_VERSION)")
+        }
+    }
+
+    private val model: JSONObject = json.optJSONObject("model") ?: JSONObject()
+    private val config: JSONObject = model.optJSONObject("config") ?: model
+    private val input: JSONObject = json.optJSONObject("input") ?: JSONObject()
+    private val targets: JSONObject = json.optJSONObject("targets")
+        ?: throw ManifestException("not a hydravit-edge export manifest (no 'targets')")
+
+    val imgSize: Int
+        get() = when {
+            input.has("img_size") -> input.getInt("img_size")
+            input.optJSONArray("shape") != null -> input.getJSONArray("shape").getInt(input.getJSONArray("shape").length() - 1)
+            else -> config.getInt("img_size")
+        }
+
+    val inChans: Int
+        get() = input.optJSONArray("shape")?.takeIf { it.length() == 4 }?.getInt(1) ?: config.optInt("in_chans", 3)
+
+    val mean: FloatArray get() = floats(input.optJSONArray("mean") ?: config.getJSONArray("mean"))
+    val std: FloatArray get() = floats(input.optJSONArray("std") ?: config.getJSONArray("std"))
+    val numClasses: Int get() = config.getInt("num_classes")
+
+    val labels: List<String>
+        get() {
+            val arr = json.optJSONArray("labels") ?: config.optJSONArray("labels")
+            return if (arr != null) (0 until arr.length()).map { arr.getString(it) } else (0 until numClasses).map { "class $it" }
+        }
+
+    fun targetNames(): List<String> = targets.keys().asSequence().toList()
+
+    fun artifacts(target: String): List<ArtifactInfo> {
+        val t = targets.optJSONObject(target)
+            ?: throw ManifestException("the export has no '$target' artifacts (it has: ${targetNames().joinToString(", ")})")
+        val arr = t.optJSONArray("artifacts") ?: JSONArray()
+        val defaultMode = t.optString("mode", "per-k")
+        return (0 until arr.length()).map { i ->
+            val r = arr.getJSONObject(i)
+            ArtifactInfo(
+                k = r.getInt("k"),
+                file = r.getString("file"),
+                entry = if (r.isNull("entry")) null else r.getString("entry"),
+                entryKind = r.optString("entry_kind", "graph"),
+                mode = if (r.isNull("mode")) defaultMode else r.getString("mode"),
+                inputs = tensors(r.optJSONArray("inputs")),
+                outputs = tensors(r.optJSONArray("outputs")),
+            )
+        }.sortedBy { it.k }
+    }
+
+    fun hasTarget(target: String): Boolean = targets.has(target)
+
+    companion object {
+        fun parse(text: String): ExportManifest = ExportManifest(JSONObject(text))
+
+        private fun floats(arr: JSONArray): FloatArray = FloatArray(arr.length()) { arr.getDouble(it).toFloat() }
+
+        private fun tensors(arr: JSONArray?): List<TensorInfo> = if (arr == null) emptyList() else (0 until arr.length()).map { i ->
+            val t = arr.getJSONObject(i)
+            val shape = t.optJSONArray("shape") ?: JSONArray()
+            TensorInfo(t.getString("name"), (0 until shape.length()).map { shape.get(it) }, t.optString("dtype", "float32"))
+        }
+    }
+}
