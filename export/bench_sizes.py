@@ -1,0 +1,372 @@
+"""Export benchmark: sizes, export times and latencies of single vs per-k artifacts.
+
+``hydravit-edge export-bench`` (or ``python -m hydravit_edge.export.bench_sizes``) exports a
+HydraViT with random weights (default: the 12-head base config, k=3..12) in both modes for
+ONNX and ExecuTorch and reports
+
+* file sizes: the single artifact vs the per-k file of the largest k, and vs the sum of the
+  per-k files;
+* export time per target and mode;
+* latency at batch 1 on CPU, each measurement in a fresh process of the runtime
+  (:mod:`hydravit_edge.export.latency`), single vs per-k at every k, interleaved over
+  ``rounds`` (the order alternates each round) so that a shared machine's drift hits both;
+  the ratio per k is the median over rounds of the per-round ratio;
+* for ONNX: the per-k k=3/6/12 graphs vs timm's DeiT-tiny/small/base exported the same way
+  (only for the 12 x 64 base config), and the runtime-slice design the single graph avoids
+  (weights sliced on every run instead of folded at session creation);
+* session memory (resident MB after loading) of the single artifact vs the per-k file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from hydravit_edge.console import console, human_bytes
+
+from .base import ArtifactRecord, get_exporter, light_python, path_size
+
+DEIT = {3: "deit_tiny_patch16_224", 6: "deit_small_patch16_224", 12: "deit_base_patch16_224"}
+
+
+def _measure(kind: str, path: Path, entries: list[dict], runs: int, threads: int, img: list[int],
+             timeout: float = 1800) -> dict:
+    job = {"kind": kind, "path": str(path), "entries": entries, "runs": runs, "warmup": 2, "threads": threads,
+           "img": img}
+    proc = subprocess.run(light_python("hydravit_edge.export.latency") + [json.dumps(job)],
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = " | ".join((proc.stderr or "").strip().splitlines()[-3:])
+        raise RuntimeError(f"latency worker failed on {path} ({proc.returncode}): {tail}")
+    return json.loads(lines[-1])
+
+
+def runtime_slice_variant(single: Path, dest: Path) -> Path:
+    """The ONNX single graph with every weight slice made to depend on the ``heads`` input.
+
+    Same graph, but onnxruntime can no longer fold the slices at session creation, so every run
+    slices (copies) the weights and MatMul/Gemm cannot prepack them -- the cost of the design a
+    graph with a symbolic k (torch.export) has.  Used only to measure that alternative.
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(single))
+    params = {i.name for i in model.graph.initializer}
+    g = model.graph
+    g.node.insert(0, helper.make_node("Sub", ["heads", "heads"], ["runtime_slice/zero"], name="runtime_slice/zero"))
+
+    def patch(graph) -> None:
+        extra = []
+        for node in graph.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    patch(a.g)
+            if node.op_type == "Slice" and node.input[0] in params:
+                ends = node.input[2]
+                out = f"{ends}/runtime"
+                extra.append(helper.make_node("Add", [ends, "runtime_slice/zero"], [out], name=out))
+                node.input[2] = out
+        for n in reversed(extra):
+            graph.node.insert(0, n)
+
+    for node in g.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                patch(a.g)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def _pair(a: dict, b: dict) -> tuple[float, float, float, float]:
+    ra, rb = a["results"][0], b["results"][0]
+    return ra["median_ms"], rb["median_ms"], ra["min_ms"], rb["min_ms"]
+
+
+def _ratio_rows(pairs: dict[int, list[tuple[float, float, float, float]]]) -> dict[int, dict[str, float]]:
+    """Per k: medians over rounds of the per-process medians and minima, and the median over rounds
+    of the per-round ratios (of medians, and of minima: the fastest of ``runs`` runs is the least
+    disturbed by other load on a shared machine)."""
+    out = {}
+    for k, ps in sorted(pairs.items()):
+        out[k] = {"a_ms": statistics.median(p[0] for p in ps), "b_ms": statistics.median(p[1] for p in ps),
+                  "a_min_ms": statistics.median(p[2] for p in ps), "b_min_ms": statistics.median(p[3] for p in ps),
+                  "ratio": statistics.median(p[0] / p[1] for p in ps),
+                  "ratio_min": statistics.median(p[2] / p[3] for p in ps), "rounds": len(ps)}
+    return out
+
+
+def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "onnx,executorch",
+              work: Optional[Path] = None, keep: bool = False, runs: int = 10, rounds: int = 3, threads: int = 0,
+              deit: bool = True, json_path: Optional[Path] = None, plot_path: Optional[Path] = None,
+              seed: int = 0, latency_heads: Optional[str] = None, reuse: bool = False) -> dict[str, Any]:
+    import torch
+    from rich.table import Table
+
+    from hydravit_edge.config import preset
+    from hydravit_edge.heads import parse_heads
+    from hydravit_edge.model import HydraViT
+
+    cfg = preset(config_name)
+    ks = parse_heads(heads, cfg.heads)
+    lat_ks = parse_heads(latency_heads, ks) if latency_heads else ks
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    for n in names:
+        if n not in ("onnx", "executorch"):
+            from hydravit_edge.errors import UsageError
+
+            raise UsageError(f"export-bench measures onnx and executorch, not '{n}'")
+        get_exporter(n).require("export")
+    torch.manual_seed(seed)
+    model = HydraViT(cfg).eval()
+    tmp_root = Path(work) if work else Path(tempfile.mkdtemp(prefix="hydravit-export-bench-"))
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    img = [1, cfg.in_chans, cfg.img_size, cfg.img_size]
+    result: dict[str, Any] = {"config": cfg.to_dict(), "heads": list(ks), "latency_heads": list(lat_ks), "runs": runs,
+                              "rounds": rounds, "threads": threads, "targets": {}}
+    try:
+        for name in names:
+            ex = get_exporter(name)
+            kind = name
+            tres: dict[str, Any] = {"export_s": {}, "files": {}}
+            dirs = {}
+            for mode in ("per-k", "single"):
+                d = tmp_root / name / mode
+                saved = d / "bench_export.json"
+                if reuse and saved.exists() and json.loads(saved.read_text())["heads"] == list(ks):
+                    info = json.loads(saved.read_text())
+                    recs = [ArtifactRecord.from_dict(r) for r in info["records"]]
+                    tres["export_s"][mode] = info["export_s"]
+                    console.print(f"[bold]{name}[/] reusing the {mode} export in {d}")
+                else:
+                    if d.exists():
+                        shutil.rmtree(d)
+                    d.mkdir(parents=True)
+                    console.print(f"[bold]{name}[/] exporting {mode} for k={ks[0]}..{ks[-1]} ...")
+                    t0 = time.perf_counter()
+                    recs = ex.export(model, ks, d, mode)
+                    tres["export_s"][mode] = time.perf_counter() - t0
+                    saved.write_text(json.dumps({"heads": list(ks), "export_s": tres["export_s"][mode],
+                                                 "records": [r.to_dict() for r in recs]}))
+                dirs[mode] = (d, {r.k: r for r in recs})
+                tres["files"][mode] = {f.name: path_size(f) for f in sorted(d.iterdir()) if f.name != "bench_export.json"}
+                console.print(f"  {mode}: {tres['export_s'][mode]:.0f} s")
+            per_k = {k: path_size(dirs["per-k"][0] / dirs["per-k"][1][k].file) for k in ks}
+            single = path_size(dirs["single"][0] / ex.single_filename)
+            kmax = max(ks)
+            tres["sizes"] = {"single": single, "per_k": per_k, "per_k_sum": sum(per_k.values()),
+                             "single_over_kmax": single / per_k[kmax], "sum_over_kmax": sum(per_k.values()) / per_k[kmax]}
+            # ---- latency, interleaved
+            pairs: dict[int, list[tuple[float, float]]] = {k: [] for k in lat_ks}
+            mem: dict[str, list[float]] = {"single": [], "per_k_max": []}
+            for rnd in range(rounds):
+                for k in lat_ks:
+                    rec_s = dirs["single"][1][k]
+                    rec_p = dirs["per-k"][1][k]
+                    e_s = [{"k": k, "entry": rec_s.entry, "heads_input": rec_s.entry_kind == "graph+input"}]
+                    e_p = [{"k": k, "entry": rec_p.entry, "heads_input": False}]
+                    order = [("s", e_s, dirs["single"][0] / rec_s.file), ("p", e_p, dirs["per-k"][0] / rec_p.file)]
+                    if rnd % 2:
+                        order.reverse()
+                    got = {}
+                    for tag, entries, path in order:
+                        got[tag] = _measure(kind, path, entries, runs, threads, img)
+                    pairs[k].append(_pair(got["s"], got["p"]))
+                    if k == max(lat_ks):
+                        mem["single"].append(got["s"]["rss_loaded_mb"] - got["s"]["rss_start_mb"])
+                        mem["per_k_max"].append(got["p"]["rss_loaded_mb"] - got["p"]["rss_start_mb"])
+                    console.print(f"  {name} round {rnd + 1}/{rounds} k={k}: single {pairs[k][-1][0]:.1f} ms, "
+                                  f"per-k {pairs[k][-1][1]:.1f} ms")
+            tres["latency"] = {k: {"single_ms": v["a_ms"], "per_k_ms": v["b_ms"], "ratio": v["ratio"],
+                                   "single_min_ms": v["a_min_ms"], "per_k_min_ms": v["b_min_ms"],
+                                   "ratio_min": v["ratio_min"]}
+                               for k, v in _ratio_rows(pairs).items()}
+            tres["session_mb"] = {key: statistics.median(v) for key, v in mem.items() if v}
+            # ---- switching k inside one loaded artifact (no reload)
+            rec = [dirs["single"][1][k] for k in lat_ks]
+            sw = _measure(kind, dirs["single"][0] / ex.single_filename,
+                          [{"k": r.k, "entry": r.entry, "heads_input": r.entry_kind == "graph+input"} for r in rec],
+                          max(3, runs // 2), threads, img)
+            tres["switch"] = {"load_s": sw["load_s"], "session_mb": sw["rss_loaded_mb"] - sw["rss_start_mb"],
+                              "peak_rss_mb": sw["peak_rss_mb"],
+                              "first_call_s": {r["k"]: r["first_s"] for r in sw["results"]},
+                              "median_ms": {r["k"]: r["median_ms"] for r in sw["results"]}}
+            if name == "onnx":
+                tres.update(_onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp_root, reuse))
+            result["targets"][name] = tres
+        _print(result)
+        if json_path:
+            Path(json_path).write_text(json.dumps(result, indent=2, default=str) + "\n")
+            console.print(f"wrote {json_path}")
+        if plot_path:
+            _plot(result, Path(plot_path))
+            console.print(f"wrote {plot_path}")
+        return result
+    finally:
+        if not keep and not work:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp_root, reuse=False) -> dict[str, Any]:
+    from .onnx import _save, export_onnx_proto
+
+    out: dict[str, Any] = {}
+    single_dir, single_recs = dirs["single"]
+    # the rejected design: weights sliced at every run
+    rs = runtime_slice_variant(single_dir / "hydravit.onnx", tmp_root / "onnx" / "runtime_slice.onnx")
+    ks = sorted({min(lat_ks), max(lat_ks)})
+    pairs: dict[int, list[tuple[float, float]]] = {k: [] for k in ks}
+    for rnd in range(max(1, rounds - 1)):
+        for k in ks:
+            e = [{"k": k, "entry": None, "heads_input": True}]
+            order = [("rs", rs), ("s", single_dir / "hydravit.onnx")]
+            if rnd % 2:
+                order.reverse()
+            got = {tag: _measure("onnx", p, e, runs, threads, img) for tag, p in order}
+            pairs[k].append(_pair(got["rs"], got["s"]))
+            console.print(f"  onnx runtime-slice round {rnd + 1} k={k}: {pairs[k][-1][0]:.1f} ms vs folded "
+                          f"{pairs[k][-1][1]:.1f} ms")
+    out["runtime_slice"] = {k: {"runtime_slice_ms": v["a_ms"], "single_ms": v["b_ms"], "ratio": v["ratio"],
+                                "ratio_min": v["ratio_min"]}
+                            for k, v in _ratio_rows(pairs).items()}
+    # timm DeiT exported the same way
+    if deit and cfg.num_heads == 12 and cfg.head_dim == 64 and cfg.img_size == 224 and cfg.depth == 12:
+        import timm
+
+        per_k_dir, per_k_recs = dirs["per-k"]
+        ks = [k for k in DEIT if k in per_k_recs]
+        files = {}
+        times = {}
+        for k in ks:
+            files[k] = tmp_root / "onnx" / f"{DEIT[k]}.onnx"
+            if files[k].exists() and reuse:
+                times[k] = float("nan")
+                continue
+            deit_model = timm.create_model(DEIT[k], pretrained=False).eval()
+            t0 = time.perf_counter()
+            proto = export_onnx_proto(deit_model, cfg)
+            times[k] = time.perf_counter() - t0
+            _save(proto, files[k])
+        pairs = {k: [] for k in ks}
+        for rnd in range(rounds):
+            for k in ks:
+                e = [{"k": k, "entry": None, "heads_input": False}]
+                order = [("h", per_k_dir / per_k_recs[k].file), ("d", files[k])]
+                if rnd % 2:
+                    order.reverse()
+                got = {tag: _measure("onnx", p, e, runs, threads, img) for tag, p in order}
+                pairs[k].append(_pair(got["h"], got["d"]))
+                console.print(f"  onnx per-k vs DeiT round {rnd + 1} k={k}: {pairs[k][-1][0]:.1f} ms vs "
+                              f"{pairs[k][-1][1]:.1f} ms")
+        out["deit"] = {k: {"model": DEIT[k], "per_k_ms": v["a_ms"], "deit_ms": v["b_ms"], "ratio": v["ratio"],
+                           "per_k_min_ms": v["a_min_ms"], "deit_min_ms": v["b_min_ms"], "ratio_min": v["ratio_min"],
+                           "deit_bytes": path_size(files[k]), "deit_export_s": times[k]}
+                       for k, v in _ratio_rows(pairs).items()}
+    return out
+
+
+def _print(result: dict) -> None:
+    from rich.table import Table
+
+    for name, t in result["targets"].items():
+        s = t["sizes"]
+        kmax = max(s["per_k"])
+        table = Table(title=f"{name}: file sizes (heads {result['heads'][0]}..{result['heads'][-1]})")
+        for col in ("single", f"per-k k={kmax}", "single / per-k kmax", "sum of per-k", "sum / per-k kmax",
+                    "export single", "export per-k"):
+            table.add_column(col, justify="right")
+        table.add_row(human_bytes(s["single"]), human_bytes(s["per_k"][kmax]), f"{s['single_over_kmax']:.3f}x",
+                      human_bytes(s["per_k_sum"]), f"{s['sum_over_kmax']:.2f}x", f"{t['export_s']['single']:.0f} s",
+                      f"{t['export_s']['per-k']:.0f} s")
+        console.print(table)
+        table = Table(title=f"{name}: latency, batch 1, CPU, own process ({result['rounds']} interleaved rounds x "
+                            f"{result['runs']} runs, medians)")
+        for col in ("k", "single ms", "per-k ms", "ratio (medians)", "single min ms", "per-k min ms", "ratio (minima)"):
+            table.add_column(col, justify="right")
+        for k, v in t["latency"].items():
+            st = "green" if v["ratio"] <= 1.10 else "red"
+            sm = "green" if v["ratio_min"] <= 1.10 else "red"
+            table.add_row(str(k), f"{v['single_ms']:.1f}", f"{v['per_k_ms']:.1f}", f"[{st}]{v['ratio']:.3f}[/]",
+                          f"{v['single_min_ms']:.1f}", f"{v['per_k_min_ms']:.1f}", f"[{sm}]{v['ratio_min']:.3f}[/]")
+        console.print(table)
+        sw = t["switch"]
+        console.print(f"{name} single artifact: loaded in {sw['load_s']:.1f} s, +{sw['session_mb']:.0f} MB resident; "
+                      f"switching k without reload, median ms per k: "
+                      + ", ".join(f"k={k}: {v:.1f}" for k, v in sw["median_ms"].items()))
+        if t.get("session_mb"):
+            m = t["session_mb"]
+            console.print(f"{name} session memory (resident MB after loading): single {m['single']:.0f}, "
+                          f"per-k k={max(result['latency_heads'])} {m['per_k_max']:.0f}")
+        if "runtime_slice" in t:
+            console.print("onnx runtime-slice design (rejected): " + ", ".join(
+                f"k={k}: {v['runtime_slice_ms']:.1f} ms vs {v['single_ms']:.1f} ms folded ({v['ratio']:.2f}x medians, "
+                f"{v['ratio_min']:.2f}x minima)"
+                for k, v in t["runtime_slice"].items()))
+        if "deit" in t:
+            table = Table(title="onnx per-k vs timm DeiT exported the same way (torch.onnx.export, dynamo)")
+            for col in ("k", "DeiT", "per-k ms", "DeiT ms", "ratio (medians)", "ratio (minima)"):
+                table.add_column(col, justify="right")
+            for k, v in t["deit"].items():
+                st = "green" if v["ratio"] <= 1.05 else "red"
+                sm = "green" if v["ratio_min"] <= 1.05 else "red"
+                table.add_row(str(k), v["model"], f"{v['per_k_ms']:.1f}", f"{v['deit_ms']:.1f}",
+                              f"[{st}]{v['ratio']:.3f}[/]", f"[{sm}]{v['ratio_min']:.3f}[/]")
+            console.print(table)
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, t in result["targets"].items():
+        ks = sorted(t["latency"])
+        axes[0].plot(ks, [t["latency"][k]["single_ms"] for k in ks], "o-", label=f"{name} single")
+        axes[0].plot(ks, [t["latency"][k]["per_k_ms"] for k in ks], "s--", label=f"{name} per-k")
+        axes[1].plot(ks, [t["latency"][k]["ratio"] for k in ks], "o-", label=name)
+    axes[0].set_xlabel("heads k")
+    axes[0].set_ylabel("latency, batch 1 (ms)")
+    axes[0].legend()
+    axes[1].axhline(1.10, color="r", ls=":", label="1.10x")
+    axes[1].set_xlabel("heads k")
+    axes[1].set_ylabel("single / per-k")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="base")
+    p.add_argument("--heads", default="3..12")
+    p.add_argument("--latency-heads", default=None, help="subset of --heads to time (default: all)")
+    p.add_argument("--target", default="onnx,executorch")
+    p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--no-deit", action="store_true")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--plot", type=Path, default=None)
+    p.add_argument("--reuse", action="store_true", help="reuse exports left in --work by an earlier run")
+    a = p.parse_args(argv)
+    run_bench(a.config, a.heads, a.target, a.work, a.work is not None, a.runs, a.rounds, a.threads, not a.no_deit,
+              a.json, a.plot, latency_heads=a.latency_heads, reuse=a.reuse)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

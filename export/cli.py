@@ -1,0 +1,122 @@
+"""``hydravit-edge export``, ``hydravit-edge validate`` and ``hydravit-edge export-bench``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from hydravit_edge.console import console, err_console, human_bytes
+
+
+def results_table(report, title: str) -> Table:
+    """Rich table target x k x check: status, max abs error, top-1 agreement, tolerance, artifact size."""
+    table = Table(title=title)
+    for col, just in (("target", "left"), ("k", "right"), ("check", "left"), ("status", "left"),
+                      ("max abs err / tol", "right"), ("top-1", "right"), ("file", "left"), ("size", "right")):
+        table.add_column(col, justify=just, no_wrap=col in ("file", "size", "k"))
+    style = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
+    for r in report.results:
+        size = report.sizes.get((r.target, r.k))
+        err = "" if r.max_abs_err is None else f"{r.max_abs_err:.1e}"
+        if r.tolerance is not None and err:
+            err += f" / {r.tolerance:.0e}"
+        table.add_row(
+            r.target, str(r.k), r.check, f"[{style[r.status.value]}]{r.summary()}[/]", err,
+            "" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}% of {r.batch}",
+            Path(report.files.get((r.target, r.k), "")).name, "" if size is None else human_bytes(size),
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_cmd(
+        checkpoint: Optional[Path] = typer.Option(
+            None, "--checkpoint", "-c",
+            help="Checkpoint to export (default: the newest run under runs/, best.safetensors else last.safetensors)."),
+        heads: Optional[str] = typer.Option(None, "--heads", help="Head counts: '3..12', '3,6,12' or '6' (default: all)."),
+        target: str = typer.Option("all", "--target", "-t",
+                                   help="onnx, executorch, coreml, tflite, a comma list, or all (every target whose "
+                                        "dependencies are installed)."),
+        mode: str = typer.Option("single", "--mode", help="single: one artifact holding every k; per-k: one file per k."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: exports/<run>-<target>-<mode>)."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+        runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where to look for runs without --checkpoint."),
+        no_validate: bool = typer.Option(False, "--no-validate", help="Skip validation (the manifest says 'not run')."),
+        batch: int = typer.Option(8, "--batch", help="Validation batch size (fixed random inputs)."),
+    ) -> None:
+        """Export HydraViT for on-device runtimes, validate every artifact against PyTorch, write manifest.json."""
+        from hydravit_edge.errors import UsageError
+
+        from .api import export_model, find_checkpoint
+        from .base import ValidationError
+
+        if checkpoint is None:
+            checkpoint = find_checkpoint(runs_dir)
+            err_console.print(f"using checkpoint [bold]{checkpoint}[/] (newest run under {runs_dir}/)")
+        elif not checkpoint.exists():
+            raise UsageError(f"{checkpoint}: no such checkpoint file")
+        try:
+            report = export_model(checkpoint=checkpoint, heads=heads, targets=target, mode=mode, out=out, force=force,
+                                  validate=not no_validate, batch=batch, show_progress=True)
+        except ValidationError as exc:
+            rep = getattr(exc, "report", None)
+            if rep is not None:
+                console.print(results_table(rep, f"validation of {rep.directory}"))
+            raise
+        for name, why in report.skipped_targets.items():
+            err_console.print(f"[yellow]skipped target {name}:[/] {why}")
+        if report.results:
+            console.print(results_table(report, f"validation vs PyTorch: {report.out_dir}"))
+        for name, t in report.manifest["targets"].items():
+            total = sum(f["bytes"] for f in t["files"])
+            notes = ("; " + "; ".join(t["notes"])) if t["notes"] else ""
+            console.print(f"{name}: {t['mode']}, {len(t['files'])} file(s), {human_bytes(total)}, "
+                          f"exported in {t['export_seconds']:.1f} s{notes}")
+        console.print(f"wrote [bold]{report.out_dir}[/] (manifest.json, reference.npz)")
+
+    @app.command("validate")
+    def validate_cmd(
+        directory: Path = typer.Argument(..., help="Export directory (holding manifest.json)."),
+        target: Optional[str] = typer.Option(None, "--target", "-t", help="Only these targets (comma list)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    ) -> None:
+        """Re-check an export: file sizes and sha256 against the manifest, and every artifact in its own runtime."""
+        from .api import validate_dir
+
+        targets = [t.strip() for t in target.split(",")] if target else None
+        report = validate_dir(directory, targets, show_progress=not as_json)
+        if as_json:
+            print(json.dumps({"directory": str(directory), "passed": report.passed,
+                              "results": [r.to_dict() for r in report.results]}, indent=2))
+        else:
+            console.print(results_table(report, f"validation of {directory}"))
+        report.raise_for_failures()
+        if not as_json:
+            console.print(f"[green]{directory}: every check passed[/] (skipped checks are listed as skipped)")
+
+    @app.command("export-bench")
+    def export_bench_cmd(
+        config_name: str = typer.Option("base", "--config", help="Named config (random weights): base or tiny."),
+        heads: str = typer.Option("3..12", "--heads", help="Head counts."),
+        latency_heads: Optional[str] = typer.Option(None, "--latency-heads", help="Subset of --heads to time (default: all)."),
+        target: str = typer.Option("onnx,executorch", "--target", "-t", help="Targets to measure (onnx, executorch)."),
+        work: Optional[Path] = typer.Option(None, "--work", help="Directory for the exported files (default: a temp dir)."),
+        keep: bool = typer.Option(False, "--keep", help="Keep --work after the run."),
+        reuse: bool = typer.Option(False, "--reuse", help="Reuse exports an earlier run left in --work."),
+        runs: int = typer.Option(10, "--runs", help="Timed runs per latency measurement."),
+        rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (single, per-k, ... alternate)."),
+        threads: int = typer.Option(0, "--threads", help="Runtime threads (0: runtime default)."),
+        deit: bool = typer.Option(True, "--deit/--no-deit", help="Compare per-k ONNX k=3/6/12 with timm DeiT-tiny/small/base."),
+        as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG plot of latency per k."),
+    ) -> None:
+        """Sizes, export times and latencies: single artifact vs per-k files (and per-k ONNX vs timm DeiT)."""
+        from .bench_sizes import run_bench
+
+        run_bench(config_name=config_name, heads=heads, targets=target, work=work, keep=keep, runs=runs,
+                  rounds=rounds, threads=threads, deit=deit, json_path=as_json, plot_path=plot, latency_heads=latency_heads, reuse=reuse)

@@ -1,0 +1,202 @@
+"""ExecuTorch target (XNNPACK delegate): per-k ``.pte`` files, or one ``.pte`` with a method per k.
+
+Per-k (``executorch/k<k>.pte``, method ``forward``)
+    ``torch.export.export(model.subnet(k))`` -> ``to_edge_transform_and_lower(...,
+    partitioner=[XnnpackPartitioner()])`` -> ``to_executorch()``: the plain timm ViT, weights
+    packed by XNNPACK when the method is loaded.
+
+Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...)
+    One program, lowered with ``to_edge_transform_and_lower({"forward_k3": ep3, ...})``.  Every
+    method is ``model.forward_heads(x, k)`` traced over the FULL parameters, so all methods
+    reference the same constant tensors; ExecuTorch stores a constant once per program
+    (the emitter and XNNPACK's named-data store key tensors by content), so the file holds the
+    weights once.  The slices of the weights are taken inside each method at run time and the
+    linear layers run in XNNPACK with non-static weights
+    (``XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)``), which is what lets
+    the methods share one copy: XNNPACK's static weights must be dense per-k tensors, and the
+    k-subnetwork of a weight matrix ``W[:64k, :64k]`` is never a contiguous piece of ``W``, so
+    statically packed per-k weights would be stored once per k (about the sum of the per-k
+    files).  Methods are loaded on demand; switching k is calling another method of the
+    already loaded program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .base import ArtifactRecord, ExportError, Exporter, ProgressFn, TensorSpec, register_exporter
+
+PER_K_METHOD = "forward"
+
+
+def _quiet():
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("executorch", "torch._export", "torch.export", "torch.utils._pytree"):
+        lg = logging.getLogger(name)
+        old = lg.level
+        lg.setLevel(logging.ERROR)
+        stack.callback(lg.setLevel, old)
+    return stack
+
+
+def heads_program(model, k: int):
+    """The k-subnetwork over the FULL parameters, as a module torch.export can trace.
+
+    Runs HydraViT's own pieces (``_ln``, ``_attention``, ``_mlp``, ``forward_head_heads``), so the
+    weights are slices of the shared parameters.  One change for XNNPACK: the patch embedding
+    is a convolution with a static per-k weight and no bias (the bias is added after it):
+    XNNPACK cannot create a convolution whose bias is non-static, which is what
+    ``force_non_static_weights_for_f32_linear`` makes of it.  That weight is 3*P*P*64k floats,
+    under 1% of the model per k.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    cfg = model.config
+    e = cfg.width(k)
+    pe = model.patch_embed.proj
+
+    class HeadsK(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.patch_weight = torch.nn.Parameter(pe.weight.detach()[:e].clone(), requires_grad=False)
+            self.register_buffer("patch_bias", pe.bias.detach()[:e].clone().view(1, e, 1, 1))
+
+        def forward(self, image):
+            m = self.model
+            x = F.conv2d(image, self.patch_weight, None, stride=pe.stride) + self.patch_bias
+            x = x.flatten(2).transpose(1, 2)
+            cls = m.cls_token[:, :, :e].expand(x.shape[0], -1, -1)
+            x = torch.cat((cls, x), dim=1) + m.pos_embed[:, :, :e]
+            for blk in m.blocks:
+                x = x + m._attention(blk.attn, m._ln(blk.norm1, x, e), k, e)
+                x = x + m._mlp(blk.mlp, m._ln(blk.norm2, x, e), e)
+            return m.forward_head_heads(m._ln(m.norm, x, e), k)
+
+    return HeadsK().eval()
+
+
+def lower_programs(programs: dict, shared_weights: bool):
+    """``to_edge_transform_and_lower`` with the XNNPACK partitioner, then ``to_executorch``."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    kwargs = {"force_non_static_weights_for_f32_linear": True} if shared_weights else {}
+    edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner(**kwargs)])
+    return edge.to_executorch()
+
+
+@register_exporter
+class ExecuTorchExporter(Exporter):
+    name = "executorch"
+    title = "ExecuTorch (XNNPACK)"
+    suffix = ".pte"
+    export_requires = ("executorch",)
+    runtime_requires = ("executorch",)
+    packages = ("executorch", "torch")
+    entry_kind = "method"
+    tolerance = 1e-4
+
+    def __init__(self) -> None:
+        self._programs: dict[str, Any] = {}
+        self._methods: dict[tuple[str, str], Any] = {}
+
+    def entry_name(self, k: int) -> str:
+        return f"forward_k{k}"
+
+    def _specs(self, cfg):
+        return ([TensorSpec("image", [1, cfg.in_chans, cfg.img_size, cfg.img_size], "float32", "normalised RGB image, NCHW")],
+                [TensorSpec("logits", [1, cfg.num_classes], "float32", "class scores (pre-softmax)")])
+
+    def _trace(self, module, cfg):
+        import torch
+
+        x = (torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
+        try:
+            with _quiet(), torch.no_grad():
+                return torch.export.export(module.eval(), x)
+        except Exception as exc:
+            raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+    def _lower(self, programs: dict, shared: bool):
+        try:
+            with _quiet():
+                return lower_programs(programs, shared)
+        except Exception as exc:
+            raise ExportError(f"ExecuTorch lowering failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None) -> list[ArtifactRecord]:
+        self.require("export")
+        cfg = model.config
+        out_dir = Path(out_dir)
+        inputs, outputs = self._specs(cfg)
+        records = []
+        if mode == "per-k":
+            for k in heads:
+                prog = self._lower({PER_K_METHOD: self._trace(model.subnet(k), cfg)}, shared=False)
+                (out_dir / self.per_k_filename(k)).write_bytes(prog.buffer)
+                records.append(ArtifactRecord(k, self.per_k_filename(k), PER_K_METHOD, "method", "per-k", inputs, outputs))
+                if progress:
+                    progress(f"executorch k={k}")
+            return records
+        from .coreml import narrow_model  # the first max(heads) heads: a subset stores only what it uses
+
+        model = narrow_model(model, max(heads))
+        programs = {}
+        for k in heads:
+            programs[self.entry_name(k)] = self._trace(heads_program(model, k), cfg)
+            if progress:
+                progress(f"executorch trace k={k}")
+        prog = self._lower(programs, shared=True)
+        (out_dir / self.single_filename).write_bytes(prog.buffer)
+        for k in heads:
+            records.append(ArtifactRecord(k, self.single_filename, self.entry_name(k), "method", "single", inputs, outputs,
+                                          extra={"method": self.entry_name(k)}))
+        return records
+
+    # ---- runtime ---------------------------------------------------------------------
+    def _method(self, path: Path, name: str):
+        from executorch.runtime import Runtime
+
+        key = str(path)
+        if key not in self._programs:
+            self._programs[key] = Runtime.get().load_program(key)
+        if (key, name) not in self._methods:
+            self._methods[(key, name)] = self._programs[key].load_method(name)
+        return self._methods[(key, name)]
+
+    def predict(self, path, record, inputs):
+        import torch
+
+        method = self._method(Path(path), record.entry or PER_K_METHOD)
+        outs = []
+        for i in range(inputs.shape[0]):
+            x = torch.from_numpy(np.ascontiguousarray(inputs[i:i + 1], dtype=np.float32))
+            outs.append(method.execute([x])[0].detach().numpy().copy())
+        return np.concatenate(outs, axis=0)
+
+    def runtime_label(self) -> str:
+        return f"executorch {self.versions().get('executorch')} runtime (XNNPACK)"
+
+    def describe(self, out_dir, records) -> dict:
+        details: dict[str, Any] = {"delegate": "XnnpackBackend", "batch": 1}
+        if any(r.mode == "single" for r in records):
+            details["single"] = {
+                "methods": [r.entry for r in sorted(records, key=lambda r: r.k)],
+                "weights": "full parameters stored once as program constants; each method slices them at run time "
+                           "and runs XNNPACK linear layers with non-static weights",
+            }
+        else:
+            details["method"] = PER_K_METHOD
+        return details

@@ -1,0 +1,87 @@
+"""ExecuTorch target: per-k .pte files and one .pte with a method per k sharing one copy of the weights,
+validated with executorch's runtime in its own process."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import tiny_model
+from hydravit_edge import HydraConfig
+from hydravit_edge.export.api import export_model, load_manifest, validate_dir
+from hydravit_edge.export.base import Status, get_exporter, path_sha256
+
+pytest.importorskip("executorch")
+
+CFG = HydraConfig(img_size=16, patch_size=8, depth=1, num_heads=4, head_dim=32, num_classes=5)
+KS = (2, 4)
+
+
+@pytest.fixture(scope="module")
+def et_exports(tmp_path_factory):
+    model = tiny_model(CFG)
+    root = tmp_path_factory.mktemp("et")
+    # per-k only for the largest k: lowering is the slow part, and k=4 is what the single file is compared with
+    return {mode: export_model(model, heads=KS if mode == "single" else (max(KS),), targets="executorch", mode=mode,
+                               out=root / mode)
+            for mode in ("single", "per-k")}
+
+
+def test_single_pte_has_a_method_per_k_and_matches_pytorch(et_exports):
+    rep = et_exports["single"]
+    assert rep.passed
+    runtime = [r for r in rep.results if r.check == "runtime"]
+    assert [r.k for r in runtime] == list(KS)
+    assert all(r.status is Status.PASSED and r.max_abs_err <= 1e-4 and r.top1_agreement == 1.0 for r in runtime)
+    t = load_manifest(rep.out_dir)["targets"]["executorch"]
+    assert t["mode"] == "single" and [f["path"] for f in t["files"]] == ["executorch/hydravit.pte"]
+    assert [(a["k"], a["entry"], a["entry_kind"]) for a in t["artifacts"]] == [(2, "forward_k2", "method"),
+                                                                                (4, "forward_k4", "method")]
+    assert get_exporter("executorch").entry_name(7) == "forward_k7"
+    # both methods live in one loaded program
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(rep.out_dir / "executorch/hydravit.pte"))
+    assert {"forward_k2", "forward_k4"} <= set(program.method_names)
+
+
+def test_per_k_pte_files(et_exports):
+    rep = et_exports["per-k"]
+    assert rep.passed
+    t = load_manifest(rep.out_dir)["targets"]["executorch"]
+    assert [f["path"] for f in t["files"]] == ["executorch/k4.pte"]
+    assert {a["entry"] for a in t["artifacts"]} == {"forward"}
+    for f in t["files"]:
+        assert f["sha256"] == path_sha256(rep.out_dir / f["path"])
+
+
+def test_single_pte_stores_weights_once(et_exports):
+    single = (et_exports["single"].out_dir / "executorch/hydravit.pte").stat().st_size
+    k4 = (et_exports["per-k"].out_dir / "executorch/k4.pte").stat().st_size
+    # a copy of the weights per method would add the k=2 weights (a quarter of k=4's)
+    assert single <= 1.10 * k4, (single, k4)
+
+
+def test_validate_dir_catches_corrupted_weights(et_exports, tmp_path):
+    """Overwrite weight bytes in the middle of the .pte (size and sha256 in the manifest fixed up):
+    only running the program shows it is wrong."""
+    import shutil
+
+    d = tmp_path / "corrupt"
+    shutil.copytree(et_exports["per-k"].out_dir, d)
+    p = d / "executorch/k4.pte"
+    raw = bytearray(p.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 4096] = b"\x7f" * 4096
+    p.write_bytes(bytes(raw))
+    m = json.loads((d / "manifest.json").read_text())
+    for f in m["targets"]["executorch"]["files"]:
+        f["bytes"], f["sha256"] = p.stat().st_size, path_sha256(p)
+    (d / "manifest.json").write_text(json.dumps(m))
+    rep = validate_dir(d)
+    bad = [r for r in rep.results if not r.ok]
+    assert [(r.k, r.check) for r in bad] == [(4, "runtime")]
+    assert bad[0].status in (Status.FAILED, Status.ERROR)
+    assert validate_dir(et_exports["single"].out_dir).passed
