@@ -31,7 +31,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(VENV)/bin/hydravit-edge info --heads 3..12
+	$(VENV)/bin/hydravit-edge demo --all
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .kotlin-build

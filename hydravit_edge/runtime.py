@@ -1,0 +1,427 @@
+"""A small battery-aware runtime for Linux edge devices (Raspberry Pi, Jetson, laptops).
+
+>>> from hydravit_edge.runtime import Runtime
+>>> rt = Runtime("exports/digits-single", lut="lut.json")   # loads the artifact once
+>>> out = rt.predict(images)            # k chosen by the policy from battery/thermal state
+>>> out.k, out.labels, out.latency_ms
+>>> rt.predict(images, heads=3)         # or a fixed k; same session, no reload
+
+It loads ONE artifact of an export directory (the single artifact holding every k, else
+the per-k files) with onnxruntime or ExecuTorch, reads the per-device lookup table (the
+policy thresholds and per-k p90 latency, ``hydravit-edge lut build``), reads the battery,
+charging, low-power and thermal state from ``/sys`` (:mod:`hydravit_edge.battery`; unknown
+where absent) and picks k per call through :mod:`hydravit_edge.policy`, with hysteresis.
+
+Dependencies: numpy and the chosen runtime.  This module never imports PyTorch (ExecuTorch's
+own Python bindings do, when an ExecuTorch artifact is opened).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .errors import HydraEdgeError, UsageError
+
+__all__ = ["Runtime", "Prediction", "ExportManifest", "ManifestError", "find_export_dir", "RUNTIME_BACKENDS"]
+
+#: Backends the runtime can use, in order of preference when none is named.
+RUNTIME_BACKENDS = ("onnxruntime", "executorch", "tflite")
+
+
+class ManifestError(HydraEdgeError):
+    """An export directory without a readable manifest, or a manifest the runtime cannot use."""
+
+
+# =========================================================================== manifest
+
+class ExportManifest:
+    """Read access to an export directory's ``manifest.json`` (written by ``hydravit-edge export``).
+
+    Only the fields the runtime and the benchmark harness need: the model config and input
+    spec, class labels, and per target the artifact records (``file`` relative to the
+    manifest, ``entry``, ``mode``, ``inputs``) and file sizes.
+    """
+
+    FILE = "manifest.json"
+
+    def __init__(self, directory: Path, data: dict):
+        self.dir = Path(directory)
+        self.data = data
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "ExportManifest":
+        d = Path(directory)
+        path = d / cls.FILE if d.is_dir() or not d.name.endswith(".json") else d
+        if not d.exists():
+            raise ManifestError(f"{d}: no such export directory (run `hydravit-edge export` first)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ManifestError(f"{d}: no {cls.FILE} here; is it an export directory? "
+                                "(run `hydravit-edge export`)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{path}: cannot read it ({exc})") from None
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
+            raise ManifestError(f"{path}: not a hydravit-edge export manifest (no 'targets')")
+        return cls(path.parent, data)
+
+    @property
+    def path(self) -> Path:
+        return self.dir / self.FILE
+
+    # ---- model ------------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        model = self.data.get("model") or {}
+        cfg = model.get("config", model)
+        if not isinstance(cfg, dict) or "num_heads" not in cfg:
+            raise ManifestError(f"{self.path}: no model config")
+        return cfg
+
+    @property
+    def heads(self) -> list[int]:
+        h = (self.data.get("model") or {}).get("heads") or self.data.get("heads")
+        if h:
+            return sorted(int(k) for k in h)
+        return sorted({r["k"] for t in self.targets() for r in self.artifacts(t)})
+
+    @property
+    def input(self) -> dict:
+        return self.data.get("input") or {}
+
+    @property
+    def img_size(self) -> int:
+        inp = self.input
+        if "img_size" in inp:
+            return int(inp["img_size"])
+        shape = inp.get("shape")
+        if shape:
+            return int(shape[-1])
+        return int(self.config["img_size"])
+
+    @property
+    def in_chans(self) -> int:
+        shape = self.input.get("shape")
+        return int(shape[1]) if shape and len(shape) == 4 else int(self.config.get("in_chans", 3))
+
+    @property
+    def mean(self) -> list[float]:
+        return [float(v) for v in (self.input.get("mean") or self.config.get("mean"))]
+
+    @property
+    def std(self) -> list[float]:
+        return [float(v) for v in (self.input.get("std") or self.config.get("std"))]
+
+    @property
+    def labels(self) -> Optional[list[str]]:
+        labels = self.data.get("labels") or self.config.get("labels")
+        return [str(x) for x in labels] if labels else None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config["num_classes"])
+
+    # ---- targets ----------------------------------------------------------------------
+    def targets(self) -> list[str]:
+        return list(self.data["targets"])
+
+    def target(self, name: str) -> dict:
+        try:
+            return self.data["targets"][name]
+        except KeyError:
+            raise ManifestError(f"{self.dir}: has no '{name}' artifacts (it has: {', '.join(self.targets()) or 'none'})") from None
+
+    def artifacts(self, target: str) -> list[dict]:
+        """Artifact records of ``target`` (``file`` relative to the manifest), sorted by k."""
+        return sorted((dict(r) for r in self.target(target).get("artifacts", [])), key=lambda r: r["k"])
+
+    def mode(self, target: str) -> str:
+        recs = self.artifacts(target)
+        return self.target(target).get("mode") or (recs[0].get("mode") if recs else "per-k")
+
+    def details(self, target: str) -> dict:
+        return dict(self.target(target).get("details") or {})
+
+    def file_info(self, target: str, file: str) -> dict:
+        for f in self.target(target).get("files", []):
+            if f.get("path") == file:
+                return f
+        return {}
+
+    def file_bytes(self, target: str, file: str) -> Optional[int]:
+        info = self.file_info(target, file)
+        if "bytes" in info:
+            return int(info["bytes"])
+        p = self.dir / file
+        if p.is_file():
+            return p.stat().st_size
+        if p.is_dir():
+            return sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
+        return None
+
+    def files_by_artifact(self, target: str) -> dict[str, list[dict]]:
+        """``{file: [records]}``: each file is one artifact to open (a single file holds every k)."""
+        out: dict[str, list[dict]] = {}
+        for r in self.artifacts(target):
+            out.setdefault(r["file"], []).append(r)
+        return out
+
+
+def find_export_dir(root: str | os.PathLike = "exports", *, require_target: Optional[Sequence[str]] = None,
+                    mode: Optional[str] = None) -> Path:
+    """The newest export directory (by manifest time) under ``root``; a clear error when there is none.
+
+    ``require_target``: only directories with at least one of these targets; ``mode``: only
+    those whose artifacts of such a target have this mode.
+    """
+    base = Path(root)
+    found = []
+    if base.is_dir():
+        for m in list(base.glob("*/manifest.json")) + list(base.glob("*/*/manifest.json")) + list(base.glob("manifest.json")):
+            try:
+                man = ExportManifest.load(m.parent)
+            except ManifestError:
+                continue
+            targets = [t for t in man.targets() if not require_target or t in require_target]
+            if mode is not None:
+                targets = [t for t in targets if man.mode(t) == mode]
+            if targets:
+                found.append((m.stat().st_mtime, m.parent))
+    if not found:
+        what = f" with {'/'.join(require_target)} artifacts" if require_target else ""
+        what += f" in mode {mode}" if mode else ""
+        raise ManifestError(f"no export directory{what} under {base}/ (run `hydravit-edge export`, or pass the directory)")
+    return max(found)[1]
+
+
+# =========================================================================== runtime
+
+@dataclass
+class Prediction:
+    """The result of one :meth:`Runtime.predict` call."""
+
+    k: int
+    logits: np.ndarray
+    indices: np.ndarray
+    labels: Optional[list[str]]
+    latency_ms: float
+    switched: bool
+    decision: Optional[Any] = None
+    power: Optional[dict] = None
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason if self.decision is not None else "k given by the caller"
+
+
+PowerSource = Callable[[], Any]
+
+
+class Runtime:
+    """One loaded artifact, a lookup table and the policy; ``predict`` picks k per call.
+
+    Parameters
+    ----------
+    export_dir: an export directory (``manifest.json``).
+    lut: a LUT path or a loaded :class:`hydravit_edge.lut.Lut`; None: the policy's battery and
+        thermal caps without a latency budget.
+    device: the device name to look up in the LUT (default: this host's name, as ``bench`` writes it).
+    backend: ``onnxruntime``, ``executorch`` or ``tflite``; default: the first of those whose
+        artifacts the export holds and whose runtime is installed.
+    mode: prefer ``single`` (default: one artifact for every k) or ``per-k`` artifacts.
+    power: a callable returning the power state (a :class:`hydravit_edge.battery.PowerState`,
+        a :class:`hydravit_edge.policy.PolicyInput` or a dict of its fields); default reads
+        ``/sys`` (``sys_root``) at most every ``power_interval_s`` seconds.
+    budget_ms: latency budget overriding the LUT's policy.
+    """
+
+    def __init__(self, export_dir: str | os.PathLike, *, lut: Any = None, device: Optional[str] = None,
+                 backend: Optional[str] = None, mode: str = "single", threads: Optional[int] = None,
+                 power: Optional[PowerSource] = None, sys_root: str | os.PathLike = "/sys",
+                 power_interval_s: float = 1.0, budget_ms: Optional[float] = None):
+        from hydravit_edge.bench.backends import get_backend
+
+        self.manifest = ExportManifest.load(export_dir)
+        self.backend_name, self.target = self._pick_backend(backend)
+        self.backend = get_backend(self.backend_name)
+        files = self.manifest.files_by_artifact(self.target)
+        if mode not in ("single", "per-k"):
+            raise UsageError(f"mode must be 'single' or 'per-k', got {mode!r}")
+        multi = {f: recs for f, recs in files.items() if len(recs) > 1}
+        if mode == "single" and multi:
+            self.file, records = max(multi.items(), key=lambda kv: len(kv[1]))
+        elif mode == "single" and len(files) > 1:
+            raise ManifestError(
+                f"{self.manifest.dir}: the {self.target} artifacts are one file per k; the runtime loads one "
+                "artifact that holds every k (export with --mode single), or pass mode='per-k' for one k")
+        else:
+            self.file, records = next(iter(files.items()))
+        self.mode = mode
+        self.threads = threads
+        details = self.manifest.details(self.target)
+        self.backend.preload()  # load_ms below is the artifact's, not the runtime module's import
+        t0 = time.perf_counter()
+        self.session = self.backend.open(self.manifest.dir / self.file, records, threads=threads, details=details)
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        self.heads = list(self.session.heads)
+        self.labels = self.manifest.labels
+        self.mean = np.asarray(self.manifest.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(self.manifest.std, dtype=np.float32).reshape(1, -1, 1, 1)
+        self.img_size = self.manifest.img_size
+        self.in_chans = self.manifest.in_chans
+        self.loads = 1  # artifacts opened by this runtime: stays 1, switching k never reloads
+        self.current_k: Optional[int] = None
+        self._setup_policy(lut, device, budget_ms)
+        self._power = power
+        self._sys_root = sys_root
+        self._power_interval = float(power_interval_s)
+        self._power_cache: tuple[float, Any] | None = None
+
+    # ---- setup ------------------------------------------------------------------------
+    def _pick_backend(self, backend: Optional[str]) -> tuple[str, str]:
+        from hydravit_edge.bench.backends import get_backend
+
+        if backend is not None:
+            if backend not in RUNTIME_BACKENDS:
+                raise UsageError(f"the runtime supports backends {', '.join(RUNTIME_BACKENDS)}, not '{backend}'")
+            b = get_backend(backend)
+            self.manifest.target(b.target)  # raises when the export lacks it
+            b.require()
+            return backend, b.target
+        reasons = []
+        for name in RUNTIME_BACKENDS:
+            b = get_backend(name)
+            if b.target not in self.manifest.targets():
+                continue
+            missing = b.missing()
+            if missing:
+                reasons.append(missing)
+                continue
+            return name, b.target
+        raise ManifestError(f"{self.manifest.dir}: no artifact the runtime can run here "
+                            f"(it has {', '.join(self.manifest.targets()) or 'none'}; runtime needs "
+                            f"{'/'.join(RUNTIME_BACKENDS)} artifacts){'; ' + '; '.join(reasons) if reasons else ''}")
+
+    def _setup_policy(self, lut: Any, device: Optional[str], budget_ms: Optional[float]) -> None:
+        from .lut import Lut, load_lut
+        from .policy import PolicyConfig, PolicyState
+
+        self.lut_device = None
+        if lut is None:
+            config = PolicyConfig.from_dict({"budget_ms": None})
+            self.policy_state = PolicyState({k: 0.0 for k in self.heads}, config)
+            self.policy_source = "no LUT: battery/thermal caps only, no latency budget"
+            self.budget_ms = budget_ms
+            return
+        table = lut if isinstance(lut, Lut) else load_lut(lut)
+        name = device or socket.gethostname()
+        try:
+            entry = table.device(name, self.backend_name)
+        except UsageError:
+            entry = table.device(name)  # another runtime's rows of this device: better than none
+        self.lut_device = entry
+        latency = {k: v for k, v in entry.latency.items() if k in self.heads}
+        if not latency:
+            raise UsageError(f"the LUT rows of device '{entry.name}' cover k {entry.ks}, the artifact holds "
+                             f"{self.heads}: none in common")
+        self.policy_state = PolicyState(latency, entry.policy)
+        self.policy_source = f"LUT {table.path or ''} device {entry.label()}".replace("  ", " ")
+        self.budget_ms = budget_ms
+
+    # ---- power ------------------------------------------------------------------------
+    def power_input(self, power: Any = None):
+        """The :class:`~hydravit_edge.policy.PolicyInput` for ``power`` (or the current system state)."""
+        from .battery import PowerState, read_power_state
+        from .policy import PolicyInput
+
+        if power is None:
+            now = time.monotonic()
+            if self._power_cache is not None and now - self._power_cache[0] < self._power_interval:
+                power = self._power_cache[1]
+            else:
+                power = self._power() if self._power is not None else read_power_state(self._sys_root)
+                self._power_cache = (now, power)
+        if isinstance(power, PolicyInput):
+            inp = power
+        elif isinstance(power, PowerState):
+            inp = power.as_policy_input()
+        elif isinstance(power, Mapping):
+            inp = PolicyInput.from_dict(dict(power))
+        else:
+            raise UsageError(f"power state must be a PowerState, PolicyInput or dict, got {type(power).__name__}")
+        if self.budget_ms is not None and inp.budget_ms is None:
+            inp = PolicyInput(inp.battery, inp.charging, inp.low_power, inp.thermal, self.budget_ms)
+        return inp.checked()
+
+    def choose(self, power: Any = None):
+        """The policy's :class:`~hydravit_edge.policy.Decision` for ``power`` (updates the hysteresis state)."""
+        return self.policy_state.update(self.power_input(power))
+
+    # ---- inference --------------------------------------------------------------------
+    def preprocess(self, images: Any, normalized: bool = False) -> np.ndarray:
+        """Float32 NCHW, normalised with the manifest's mean/std.
+
+        ``images``: a float array in [0, 1] (``NCHW``/``CHW``) or ``uint8`` (``NHWC``/``HWC`` or
+        ``NCHW``), of the model's image size; ``normalized=True`` passes float input through.
+        """
+        x = np.asarray(images)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4:
+            raise UsageError(f"images must be 3-D (one image) or 4-D (a batch), got shape {tuple(x.shape)}")
+        if x.dtype == np.uint8:
+            if x.shape[-1] == self.in_chans and x.shape[1] != self.in_chans:
+                x = x.transpose(0, 3, 1, 2)
+            x = x.astype(np.float32) / 255.0
+            normalized = False
+        x = x.astype(np.float32, copy=False)
+        if x.shape[1:] != (self.in_chans, self.img_size, self.img_size):
+            raise UsageError(f"images must be {self.in_chans}x{self.img_size}x{self.img_size} (NCHW), got "
+                             f"{tuple(x.shape[1:])}")
+        if not normalized:
+            x = (x - self.mean) / self.std
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def predict(self, images: Any, heads: Optional[int] = None, *, power: Any = None,
+                normalized: bool = False) -> Prediction:
+        """Classify ``images`` with subnetwork ``heads`` (None: the policy picks k now).
+
+        Switching k reuses the loaded session: no artifact is reloaded.
+        """
+        decision = None
+        if heads is None:
+            decision = self.choose(power)
+            k = decision.k
+        else:
+            if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)):
+                raise UsageError(f"heads must be an integer, got {heads!r}")
+            k = int(heads)
+            if k not in self.heads:
+                raise UsageError(f"heads={k} is not in this artifact; it holds k in {self.heads}")
+        x = self.preprocess(images, normalized)
+        switched = self.current_k is not None and k != self.current_k
+        t0 = time.perf_counter()
+        logits = self.session.run(k, x)
+        latency = (time.perf_counter() - t0) * 1e3
+        self.current_k = k
+        idx = logits.argmax(-1)
+        names = [self.labels[i] for i in idx] if self.labels else None
+        return Prediction(k=k, logits=logits, indices=idx, labels=names, latency_ms=latency, switched=switched,
+                          decision=decision)
+
+    def describe(self) -> dict:
+        return {"export": str(self.manifest.dir), "file": self.file, "backend": self.backend_name,
+                "heads": self.heads, "load_ms": round(self.load_ms, 3), "policy": self.policy_source}
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,92 @@
+"""The battery demo: a short trace drives k on a tiny model; bad traces are clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from test_bench import run_cli, sample_report, tiny_exports  # noqa: F401  (fixture)
+
+from hydravit_edge.bench.demo import DEFAULT_TRACE, TraceError, load_trace
+
+SHORT_TRACE = """time_s,percent,charging,thermal
+0,100,0,nominal
+60,70,0,nominal
+120,45,0,nominal
+180,30,0,serious
+240,15,0,nominal
+300,6,0,nominal
+360,20,1,nominal
+420,40,1,nominal
+"""
+
+
+@pytest.fixture()
+def lut_file(tmp_path):
+    from hydravit_edge.lut import build_lut, save_lut
+
+    path = tmp_path / "lut.json"
+    save_lut(build_lut([("demo-box.json", sample_report("demo-box"))], include_reference=False), path)
+    return path
+
+
+def test_demo_on_a_tiny_model(tiny_exports, lut_file, tmp_path, capsys):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(SHORT_TRACE)
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli(["demo", "--export", str(tiny_exports["single"]), "--lut", str(lut_file),
+                                 "--device-name", "demo-box", "--battery-trace", str(trace), "--out", str(out),
+                                 "--passes", "1"], capsys)
+    assert code in (0, None), err
+    assert (out / "timeline.png").stat().st_size > 5000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 360 and summary["artifact_loads"] == 1 and summary["k_switches"] >= 3
+    ks = [p["k"] for p in summary["phases"]]
+    # full battery: k=4; medium band and the serious thermal state: 2; low band: 1; charging: 4 again
+    assert ks[0] == 4 and ks[-1] == 4 and 1 in ks and 2 in ks
+    limits = {p["limit"] for p in summary["phases"]}
+    assert {"none", "battery"} <= limits
+    with open(out / "demo_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 360 and {r["k"] for r in rows} == {"1", "2", "4"}
+    first_charging = next(r for r in rows if r["charging"] == "True")
+    assert first_charging["k"] == "4"
+    assert "phase" in stdout and "timeline" in stdout and "loaded 1x" in stdout
+
+
+def test_default_trace_drains_then_charges():
+    t = load_trace()
+    assert t.path == DEFAULT_TRACE
+    assert t.percent[0] == 100 and min(t.percent) == 5 and t.charging[-1] and not t.charging[0]
+    low = t.percent.index(min(t.percent))
+    assert all(not c for c in t.charging[:low + 1]) and all(t.charging[low + 1:])
+    assert {"nominal", "serious", "critical"} <= set(t.thermal)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("time_s,percent,thermal\n0,100,nominal\n10,90,nominal\n", "missing column(s) charging"),
+    ("time_s,percent,charging,thermal\n0,100,0,nominal\n10,120,0,nominal\n", "row 3: battery percent 120 is outside 0..100"),
+    ("time_s,percent,charging,thermal\n0,-1,0,nominal\n10,50,0,nominal\n", "battery percent -1 is outside 0..100"),
+    ("time_s,percent,charging,thermal\n0,100,0,warm\n10,90,0,nominal\n", "thermal must be one of"),
+    ("time_s,percent,charging,thermal\n0,100,maybe,nominal\n10,90,0,nominal\n", "charging must be 0/1"),
+    ("time_s,percent,charging,thermal\n10,100,0,nominal\n0,90,0,nominal\n", "goes back in time"),
+    ("time_s,percent,charging,thermal\n0,100,0,nominal\n", "at least 2 rows"),
+    ("", "empty battery trace"),
+])
+def test_bad_traces(tmp_path, text, message):
+    p = tmp_path / "t.csv"
+    p.write_text(text)
+    with pytest.raises(TraceError) as exc:
+        load_trace(p)
+    assert message in str(exc.value)
+
+
+def test_bad_trace_on_the_command_line(tmp_path, capsys):
+    p = tmp_path / "t.csv"
+    p.write_text("time,level\n0,100\n")
+    code, _, err = run_cli(["demo", "--battery-trace", str(p), "--export", str(tmp_path)], capsys)
+    assert code == 2 and "missing column(s) charging, thermal" in err
+    code, _, err = run_cli(["demo", "--battery-trace", str(tmp_path / "none.csv")], capsys)
+    assert code == 2 and "no such battery trace" in err
