@@ -212,13 +212,15 @@ def demo_cmd(
     budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Latency budget overriding the LUT's policy."),
     all_steps: bool = typer.Option(False, "--all", help="The whole story: train, export, validate, bench, lut build, demo (make demo)."),
     workdir: Path = typer.Option(Path("."), "--workdir", help="--all: where runs/, exports/, reports/ go."),
-    force: bool = typer.Option(False, "--force", help="--all: retrain and re-export even when outputs exist."),
+    force: bool = typer.Option(False, "--force", help="--all: train a new run and re-export even when outputs exist."),
+    heads: Optional[str] = typer.Option(None, "--heads", help="--all: head counts to export (default 2,3,6,12)."),
 ) -> None:
     """Stream the digits test images through the runtime while a battery trace drives k."""
     from . import demo
 
     if all_steps:
-        demo.run_all(workdir=workdir, battery_trace=battery_trace, force=force, passes=passes, log=console.print)
+        demo.run_all(workdir=workdir, battery_trace=battery_trace, force=force, passes=passes,
+                     heads=heads or demo.DEMO_HEADS, log=console.print)
         return
     demo.run_demo(battery_trace=battery_trace, export_dir=export_dir, run_dir=run_dir, checkpoint=checkpoint,
                   lut=lut, device_name=device_name, backend=backend, out=out, passes=passes, budget_ms=budget_ms,

@@ -383,8 +383,13 @@ def runnable_targets() -> list[str]:
     return out
 
 
+#: Head counts ``make demo`` exports: the smallest useful k and the DeiT-tiny/small/base widths, which are
+#: what the default policy picks (critical -> smallest, low battery -> k_max/4, medium -> k_max/2, high -> k_max).
+DEMO_HEADS = "2,3,6,12"
+
+
 def run_all(*, workdir: Path = Path("."), battery_trace: Optional[Path] = None, force: bool = False,
-            passes: int = 2, device_name: str = "local-cpu", runs: int = 20,
+            passes: int = 2, device_name: str = "local-cpu", runs: int = 20, heads: str = DEMO_HEADS,
             log: Callable[[str], None] = print) -> dict:
     """train -> export (single, per-k) -> validate -> bench -> lut build -> demo; returns the output paths."""
     workdir = Path(workdir).resolve()
@@ -414,12 +419,11 @@ def run_all(*, workdir: Path = Path("."), battery_trace: Optional[Path] = None, 
             log(f"using the existing export {workdir / out} (pass --force to re-export)")
             step(["validate", str(out)])
             continue
-        step(["export", "--checkpoint", str(ckpt), "--target", ",".join(targets), "--mode", mode, "--out", str(out),
-              "--force"])  # validates every artifact against PyTorch before it is renamed into place
+        step(["export", "--checkpoint", str(ckpt), "--heads", heads, "--target", ",".join(targets), "--mode", mode,
+              "--out", str(out), "--force"])  # validates every artifact against PyTorch before it is renamed into place
     reports = Path("reports")
     step(["bench", str(exports["single"]), "--device-name", device_name, "--runs", str(runs)])
-    step(["bench", str(exports["per-k"]), "--device-name", f"{device_name}-per-k", "--runs", str(runs),
-          "--backend", "onnxruntime"])
+    step(["bench", str(exports["per-k"]), "--device-name", f"{device_name}-per-k", "--runs", str(runs)])
     demo_out = Path("reports/local-demo")
     lut = demo_out / "lut.json"
     step(["lut", "build", str(reports / f"{device_name}.json"), str(reports / f"{device_name}-per-k.json"),

@@ -49,6 +49,73 @@ def _measure(kind: str, path: Path, entries: list[dict], runs: int, threads: int
     return json.loads(lines[-1])
 
 
+class _Server:
+    """A latency worker in serve mode: one loaded artifact answering ``run <k>``."""
+
+    def __init__(self, kind: str, path: Path, entries: list[dict], threads: int, img: list[int]) -> None:
+        job = {"kind": kind, "path": str(path), "entries": entries, "warmup": 2, "threads": threads, "img": img,
+               "serve": True, "runs": 0}
+        self.proc = subprocess.Popen(light_python("hydravit_edge.export.latency") + [json.dumps(job)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                err = " | ".join(self.proc.stderr.read().strip().splitlines()[-3:])
+                raise RuntimeError(f"latency worker for {path} exited: {err}")
+            if line.startswith("{"):
+                self.info = json.loads(line)
+                break
+
+    def run(self, k: int) -> float:
+        self.proc.stdin.write(f"run {k}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def _entry(rec) -> dict:
+    return {"k": rec.k, "entry": rec.entry, "heads_input": rec.entry_kind == "graph+input"}
+
+
+def _alternate(a: "_Server", b: "_Server", k: int, runs: int) -> list[tuple[float, float]]:
+    """``runs`` adjacent pairs of single runs, order alternating A B, B A, ..."""
+    out = []
+    for i in range(runs):
+        if i % 2:
+            y = b.run(k)
+            x = a.run(k)
+        else:
+            x = a.run(k)
+            y = b.run(k)
+        out.append((x, y))
+    return out
+
+
+def _med(pairs, i: int) -> float:
+    return statistics.median(p[i] for p in pairs)
+
+
+def _med_ratio(pairs) -> float:
+    return statistics.median(p[0] / p[1] for p in pairs)
+
+
+def _summary(pairs, names: tuple[str, str]) -> dict[str, float]:
+    """Medians of both sides, the median of the per-pair ratios (the headline figure) and the
+    ratio of the minima (the least disturbed runs)."""
+    a, b = names
+    return {f"{a}_ms": _med(pairs, 0), f"{b}_ms": _med(pairs, 1), "ratio": _med_ratio(pairs),
+            f"{a}_min_ms": min(p[0] for p in pairs), f"{b}_min_ms": min(p[1] for p in pairs),
+            "ratio_min": min(p[0] for p in pairs) / min(p[1] for p in pairs), "pairs": len(pairs)}
+
+
 def runtime_slice_variant(single: Path, dest: Path) -> Path:
     """The ONNX single graph with every weight slice made to depend on the ``heads`` input.
 
@@ -86,24 +153,6 @@ def runtime_slice_variant(single: Path, dest: Path) -> Path:
     return dest
 
 
-def _pair(a: dict, b: dict) -> tuple[float, float, float, float]:
-    ra, rb = a["results"][0], b["results"][0]
-    return ra["median_ms"], rb["median_ms"], ra["min_ms"], rb["min_ms"]
-
-
-def _ratio_rows(pairs: dict[int, list[tuple[float, float, float, float]]]) -> dict[int, dict[str, float]]:
-    """Per k: medians over rounds of the per-process medians and minima, and the median over rounds
-    of the per-round ratios (of medians, and of minima: the fastest of ``runs`` runs is the least
-    disturbed by other load on a shared machine)."""
-    out = {}
-    for k, ps in sorted(pairs.items()):
-        out[k] = {"a_ms": statistics.median(p[0] for p in ps), "b_ms": statistics.median(p[1] for p in ps),
-                  "a_min_ms": statistics.median(p[2] for p in ps), "b_min_ms": statistics.median(p[3] for p in ps),
-                  "ratio": statistics.median(p[0] / p[1] for p in ps),
-                  "ratio_min": statistics.median(p[2] / p[3] for p in ps), "rounds": len(ps)}
-    return out
-
-
 def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "onnx,executorch",
               work: Optional[Path] = None, keep: bool = False, runs: int = 10, rounds: int = 3, threads: int = 0,
               deit: bool = True, json_path: Optional[Path] = None, plot_path: Optional[Path] = None,
@@ -112,7 +161,7 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
     from rich.table import Table
 
     from hydravit_edge.config import preset
-    from hydravit_edge.heads import parse_heads
+    from hydravit_edge.heads import format_heads, parse_heads
     from hydravit_edge.model import HydraViT
 
     cfg = preset(config_name)
@@ -150,7 +199,7 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
                     if d.exists():
                         shutil.rmtree(d)
                     d.mkdir(parents=True)
-                    console.print(f"[bold]{name}[/] exporting {mode} for k={ks[0]}..{ks[-1]} ...")
+                    console.print(f"[bold]{name}[/] exporting {mode} for k={format_heads(ks)} ...")
                     t0 = time.perf_counter()
                     recs = ex.export(model, ks, d, mode)
                     tres["export_s"][mode] = time.perf_counter() - t0
@@ -164,32 +213,31 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
             kmax = max(ks)
             tres["sizes"] = {"single": single, "per_k": per_k, "per_k_sum": sum(per_k.values()),
                              "single_over_kmax": single / per_k[kmax], "sum_over_kmax": sum(per_k.values()) / per_k[kmax]}
-            # ---- latency, interleaved
-            pairs: dict[int, list[tuple[float, float]]] = {k: [] for k in lat_ks}
-            mem: dict[str, list[float]] = {"single": [], "per_k_max": []}
-            for rnd in range(rounds):
-                for k in lat_ks:
-                    rec_s = dirs["single"][1][k]
-                    rec_p = dirs["per-k"][1][k]
-                    e_s = [{"k": k, "entry": rec_s.entry, "heads_input": rec_s.entry_kind == "graph+input"}]
-                    e_p = [{"k": k, "entry": rec_p.entry, "heads_input": False}]
-                    order = [("s", e_s, dirs["single"][0] / rec_s.file), ("p", e_p, dirs["per-k"][0] / rec_p.file)]
-                    if rnd % 2:
-                        order.reverse()
-                    got = {}
-                    for tag, entries, path in order:
-                        got[tag] = _measure(kind, path, entries, runs, threads, img)
-                    pairs[k].append(_pair(got["s"], got["p"]))
-                    if k == max(lat_ks):
-                        mem["single"].append(got["s"]["rss_loaded_mb"] - got["s"]["rss_start_mb"])
-                        mem["per_k_max"].append(got["p"]["rss_loaded_mb"] - got["p"]["rss_start_mb"])
-                    console.print(f"  {name} round {rnd + 1}/{rounds} k={k}: single {pairs[k][-1][0]:.1f} ms, "
-                                  f"per-k {pairs[k][-1][1]:.1f} ms")
-            tres["latency"] = {k: {"single_ms": v["a_ms"], "per_k_ms": v["b_ms"], "ratio": v["ratio"],
-                                   "single_min_ms": v["a_min_ms"], "per_k_min_ms": v["b_min_ms"],
-                                   "ratio_min": v["ratio_min"]}
-                               for k, v in _ratio_rows(pairs).items()}
-            tres["session_mb"] = {key: statistics.median(v) for key, v in mem.items() if v}
+            # ---- latency: the single artifact stays loaded; per k a per-k process alternates runs with it
+            single_entries = [_entry(dirs["single"][1][k]) for k in lat_ks]
+            single_path = dirs["single"][0] / ex.single_filename
+            samples: dict[int, list[tuple[float, float]]] = {k: [] for k in lat_ks}
+            mem: dict[str, float] = {}
+            srv_single = _Server(kind, single_path, single_entries, threads, img)
+            try:
+                mem["single"] = srv_single.info["rss_ready_mb"] - srv_single.info["rss_start_mb"]
+                for rnd in range(rounds):
+                    for k in lat_ks:
+                        rec_p = dirs["per-k"][1][k]
+                        srv_k = _Server(kind, dirs["per-k"][0] / rec_p.file, [_entry(rec_p)], threads, img)
+                        try:
+                            if k == max(lat_ks):
+                                mem["per_k_max"] = srv_k.info["rss_ready_mb"] - srv_k.info["rss_start_mb"]
+                            got = _alternate(srv_single, srv_k, k, runs)
+                        finally:
+                            srv_k.close()
+                        samples[k].extend(got)
+                        console.print(f"  {name} pass {rnd + 1}/{rounds} k={k}: single {_med(got, 0):.1f} ms, "
+                                      f"per-k {_med(got, 1):.1f} ms, ratio {_med_ratio(got):.3f}")
+            finally:
+                srv_single.close()
+            tres["latency"] = {k: _summary(v, ("single", "per_k")) for k, v in samples.items()}
+            tres["session_mb"] = mem
             # ---- switching k inside one loaded artifact (no reload)
             rec = [dirs["single"][1][k] for k in lat_ks]
             sw = _measure(kind, dirs["single"][0] / ex.single_filename,
@@ -223,20 +271,22 @@ def _onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp
     # the rejected design: weights sliced at every run
     rs = runtime_slice_variant(single_dir / "hydravit.onnx", tmp_root / "onnx" / "runtime_slice.onnx")
     ks = sorted({min(lat_ks), max(lat_ks)})
-    pairs: dict[int, list[tuple[float, float]]] = {k: [] for k in ks}
-    for rnd in range(max(1, rounds - 1)):
-        for k in ks:
-            e = [{"k": k, "entry": None, "heads_input": True}]
-            order = [("rs", rs), ("s", single_dir / "hydravit.onnx")]
-            if rnd % 2:
-                order.reverse()
-            got = {tag: _measure("onnx", p, e, runs, threads, img) for tag, p in order}
-            pairs[k].append(_pair(got["rs"], got["s"]))
-            console.print(f"  onnx runtime-slice round {rnd + 1} k={k}: {pairs[k][-1][0]:.1f} ms vs folded "
-                          f"{pairs[k][-1][1]:.1f} ms")
-    out["runtime_slice"] = {k: {"runtime_slice_ms": v["a_ms"], "single_ms": v["b_ms"], "ratio": v["ratio"],
-                                "ratio_min": v["ratio_min"]}
-                            for k, v in _ratio_rows(pairs).items()}
+    entries = [{"k": k, "entry": None, "heads_input": True} for k in ks]
+    a = _Server("onnx", rs, entries, threads, img)
+    try:
+        b = _Server("onnx", single_dir / "hydravit.onnx", entries, threads, img)
+        try:
+            rs_mem = {"runtime_slice_mb": a.info["rss_ready_mb"] - a.info["rss_start_mb"],
+                      "single_mb": b.info["rss_ready_mb"] - b.info["rss_start_mb"]}
+            got = {k: _alternate(a, b, k, runs * max(1, rounds - 1)) for k in ks}
+        finally:
+            b.close()
+    finally:
+        a.close()
+    out["runtime_slice"] = {k: _summary(v, ("runtime_slice", "single")) for k, v in got.items()}
+    out["runtime_slice_memory_mb"] = rs_mem
+    for k, v in out["runtime_slice"].items():
+        console.print(f"  onnx runtime-slice k={k}: {v['runtime_slice_ms']:.1f} ms vs folded {v['single_ms']:.1f} ms")
     # timm DeiT exported the same way
     if deit and cfg.num_heads == 12 and cfg.head_dim == 64 and cfg.img_size == 224 and cfg.depth == 12:
         import timm
@@ -255,21 +305,23 @@ def _onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp
             proto = export_onnx_proto(deit_model, cfg)
             times[k] = time.perf_counter() - t0
             _save(proto, files[k])
-        pairs = {k: [] for k in ks}
+        samples: dict[int, list] = {k: [] for k in ks}
         for rnd in range(rounds):
             for k in ks:
                 e = [{"k": k, "entry": None, "heads_input": False}]
-                order = [("h", per_k_dir / per_k_recs[k].file), ("d", files[k])]
-                if rnd % 2:
-                    order.reverse()
-                got = {tag: _measure("onnx", p, e, runs, threads, img) for tag, p in order}
-                pairs[k].append(_pair(got["h"], got["d"]))
-                console.print(f"  onnx per-k vs DeiT round {rnd + 1} k={k}: {pairs[k][-1][0]:.1f} ms vs "
-                              f"{pairs[k][-1][1]:.1f} ms")
-        out["deit"] = {k: {"model": DEIT[k], "per_k_ms": v["a_ms"], "deit_ms": v["b_ms"], "ratio": v["ratio"],
-                           "per_k_min_ms": v["a_min_ms"], "deit_min_ms": v["b_min_ms"], "ratio_min": v["ratio_min"],
-                           "deit_bytes": path_size(files[k]), "deit_export_s": times[k]}
-                       for k, v in _ratio_rows(pairs).items()}
+                a = _Server("onnx", per_k_dir / per_k_recs[k].file, e, threads, img)
+                try:
+                    b = _Server("onnx", files[k], e, threads, img)
+                    try:
+                        got = _alternate(a, b, k, runs)
+                    finally:
+                        b.close()
+                finally:
+                    a.close()
+                samples[k].extend(got)
+                console.print(f"  onnx per-k vs DeiT pass {rnd + 1} k={k}: {_med(got, 0):.1f} ms vs {_med(got, 1):.1f} ms")
+        out["deit"] = {k: dict(_summary(v, ("per_k", "deit")), model=DEIT[k], deit_bytes=path_size(files[k]),
+                               deit_export_s=times[k]) for k, v in samples.items()}
     return out
 
 
@@ -279,7 +331,9 @@ def _print(result: dict) -> None:
     for name, t in result["targets"].items():
         s = t["sizes"]
         kmax = max(s["per_k"])
-        table = Table(title=f"{name}: file sizes (heads {result['heads'][0]}..{result['heads'][-1]})")
+        from hydravit_edge.heads import format_heads
+
+        table = Table(title=f"{name}: file sizes (heads {format_heads(result['heads'])})")
         for col in ("single", f"per-k k={kmax}", "single / per-k kmax", "sum of per-k", "sum / per-k kmax",
                     "export single", "export per-k"):
             table.add_column(col, justify="right")
@@ -287,9 +341,10 @@ def _print(result: dict) -> None:
                       human_bytes(s["per_k_sum"]), f"{s['sum_over_kmax']:.2f}x", f"{t['export_s']['single']:.0f} s",
                       f"{t['export_s']['per-k']:.0f} s")
         console.print(table)
-        table = Table(title=f"{name}: latency, batch 1, CPU, own process ({result['rounds']} interleaved rounds x "
-                            f"{result['runs']} runs, medians)")
-        for col in ("k", "single ms", "per-k ms", "ratio (medians)", "single min ms", "per-k min ms", "ratio (minima)"):
+        table = Table(title=f"{name}: latency, batch 1, CPU, each artifact in its own runtime process; single runs "
+                            f"alternating with the per-k process ({result['rounds']} passes x {result['runs']} pairs per k)")
+        for col in ("k", "single ms", "per-k ms", "median of pair ratios", "single min ms", "per-k min ms",
+                    "ratio of minima"):
             table.add_column(col, justify="right")
         for k, v in t["latency"].items():
             st = "green" if v["ratio"] <= 1.10 else "red"
@@ -303,13 +358,15 @@ def _print(result: dict) -> None:
                       + ", ".join(f"k={k}: {v:.1f}" for k, v in sw["median_ms"].items()))
         if t.get("session_mb"):
             m = t["session_mb"]
-            console.print(f"{name} session memory (resident MB after loading): single {m['single']:.0f}, "
-                          f"per-k k={max(result['latency_heads'])} {m['per_k_max']:.0f}")
+            console.print(f"{name} session memory (resident MB after loading and warm-up): single "
+                          f"{m.get('single', float('nan')):.0f}, per-k k={max(result['latency_heads'])} "
+                          f"{m.get('per_k_max', float('nan')):.0f}")
         if "runtime_slice" in t:
+            m = t.get("runtime_slice_memory_mb", {})
             console.print("onnx runtime-slice design (rejected): " + ", ".join(
-                f"k={k}: {v['runtime_slice_ms']:.1f} ms vs {v['single_ms']:.1f} ms folded ({v['ratio']:.2f}x medians, "
-                f"{v['ratio_min']:.2f}x minima)"
-                for k, v in t["runtime_slice"].items()))
+                f"k={k}: {v['runtime_slice_ms']:.1f} ms vs {v['single_ms']:.1f} ms folded ({v['ratio']:.2f}x)"
+                for k, v in t["runtime_slice"].items())
+                + (f"; session memory {m['runtime_slice_mb']:.0f} MB vs {m['single_mb']:.0f} MB folded" if m else ""))
         if "deit" in t:
             table = Table(title="onnx per-k vs timm DeiT exported the same way (torch.onnx.export, dynamo)")
             for col in ("k", "DeiT", "per-k ms", "DeiT ms", "ratio (medians)", "ratio (minima)"):

@@ -8,6 +8,12 @@ import for onnxruntime; ``executorch.runtime`` imports torch itself but runs not
 
 Prints one JSON line: load seconds, resident memory after loading (MB), per entry the median and
 all run times (ms), and the peak resident memory.
+
+With ``"serve": true`` the process loads the artifact and its entries, warms them up, prints a
+JSON "ready" line, then answers each stdin line ``run <k>`` with the milliseconds of one run.
+:func:`hydravit_edge.export.bench_sizes.paired` keeps two such processes (say the single
+artifact and a per-k file) and alternates single runs between them, so that the load of a shared
+machine hits both sides alike.
 """
 
 from __future__ import annotations
@@ -80,6 +86,23 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"unknown kind {job['kind']}")
     out["load_s"] = time.perf_counter() - t0
     out["rss_loaded_mb"] = _rss_mb()
+    if job.get("serve"):
+        fns = {}
+        for entry in job["entries"]:
+            fns[int(entry["k"])] = runner(entry)
+            for _ in range(int(job.get("warmup", 2))):
+                fns[int(entry["k"])]()
+        out["rss_ready_mb"] = _rss_mb()
+        print(json.dumps(dict(out, ready=True)), flush=True)
+        for line in sys.stdin:
+            cmd = line.split()
+            if not cmd or cmd[0] != "run":
+                break
+            fn = fns[int(cmd[1])]
+            t = time.perf_counter()
+            fn()
+            print(f"{1000.0 * (time.perf_counter() - t):.4f}", flush=True)
+        return 0
     results = []
     for entry in job["entries"]:
         t1 = time.perf_counter()

@@ -23,6 +23,9 @@ from hydravit_edge.export.base import (ArtifactRecord, Exporter, Status, TensorS
                                        path_sha256, register_exporter)
 
 #: weights dominate the file (~200k parameters) while export stays fast (depth 1, 4 patches)
+#: the module's exports are shared fixtures: keep its tests on one xdist worker (``--dist loadgroup``)
+pytestmark = pytest.mark.xdist_group("export-onnx")
+
 CFG = HydraConfig(img_size=16, patch_size=8, depth=1, num_heads=4, head_dim=32, num_classes=5)
 KS = (2, 4)
 

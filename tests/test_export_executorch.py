@@ -15,6 +15,9 @@ from hydravit_edge.export.base import Status, get_exporter, path_sha256
 
 pytest.importorskip("executorch")
 
+#: the module's exports are shared fixtures: keep its tests on one xdist worker (``--dist loadgroup``)
+pytestmark = pytest.mark.xdist_group("export-executorch")
+
 CFG = HydraConfig(img_size=16, patch_size=8, depth=1, num_heads=4, head_dim=32, num_classes=5)
 KS = (2, 4)
 

@@ -39,7 +39,8 @@ def train_cmd(
     drop_path: Optional[float] = typer.Option(None, "--drop-path", help="Stochastic depth rate (default: the recipe's)."),
     ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="Model EMA decay, 0 = off (default: the recipe's)."),
     smoothing: Optional[float] = typer.Option(None, "--smoothing", help="Label smoothing (default: the recipe's)."),
-    augment: Optional[str] = typer.Option(None, "--augment", help="timm (create_transform with the recipe's RandAugment/erasing), light (small random affine) or none (default: the recipe's)."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="timm (create_transform: the recipe's RandAugment, "
+                                          "erasing, flips), light (small random affine) or none (default: the recipe's)."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every k each N epochs (and after the last)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data loader processes (default: 0 for digits, 4 otherwise)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads per process (default: 1 for digits, torch's choice otherwise)."),
@@ -61,8 +62,9 @@ def train_cmd(
         given = {"--data": data != "digits", "--heads": heads, "--weights": weights, "--separate-heads": separate_heads,
                  "--init": init, "--recipe": recipe, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
                  "--model": model, "--img-size": img_size, "--drop-path": drop_path, "--ema-decay": ema_decay,
-                 "--smoothing": smoothing, "--augment": augment, "--eval-every": eval_every, "--workers": workers, "--threads": threads, "--seed": seed, "--out": out}
-        clash = [name for name, value in given.items() if value not in (None, False)]
+                 "--smoothing": smoothing, "--augment": augment, "--eval-every": eval_every, "--workers": workers,
+                 "--threads": threads, "--seed": seed, "--out": out}
+        clash = [name for name, value in given.items() if value is not None and value is not False]
         if clash:
             raise UsageError(f"--resume continues the run with its saved settings; drop {', '.join(clash)}")
         result = resume(resume_dir, progress=not quiet and not as_json, device=device,
@@ -71,8 +73,9 @@ def train_cmd(
         cfg = TrainConfig(
             data=data, out=str(out) if out else None, recipe=recipe, model=model, img_size=img_size, heads=heads,
             weights=weights, separate_heads=separate_heads, init=str(init) if init else None, epochs=epochs,
-            batch_size=batch_size, lr=lr, drop_path=drop_path, ema_decay=ema_decay, smoothing=smoothing, augment=augment, eval_every=eval_every,
-            workers=workers, threads=threads, seed=0 if seed is None else seed, device=device or "auto",
+            batch_size=batch_size, lr=lr, drop_path=drop_path, ema_decay=ema_decay, smoothing=smoothing,
+            augment=augment, eval_every=eval_every, workers=workers, threads=threads,
+            seed=0 if seed is None else seed, device=device or "auto",
             progress=not quiet and not as_json,
         )
         result = train(cfg, log=err_console if as_json else None)
