@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import importlib
 
+# torch-free modules are imported eagerly; this also keeps ``hydravit_edge.profile`` the function
+# (importing the submodule first would otherwise leave the module object under that name).
+from .config import PRESETS, HydraConfig, preset
+from .errors import CheckpointError, HydraEdgeError, MissingDependencyError, UsageError
+from .heads import format_heads, parse_heads
+from .profile import KProfile, profile
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "HydraConfig": "config", "PRESETS": "config", "preset": "config",
     "HydraViT": "model", "build_timm_vit": "model",
     "load_checkpoint": "checkpoints", "read_checkpoint": "checkpoints", "save_checkpoint": "checkpoints",
-    "profile": "profile", "KProfile": "profile",
-    "parse_heads": "heads", "format_heads": "heads",
-    "HydraEdgeError": "errors", "UsageError": "errors", "CheckpointError": "errors",
-    "MissingDependencyError": "errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(list(_EXPORTS) + ["HydraConfig", "PRESETS", "preset", "HydraEdgeError", "UsageError",
+                                   "CheckpointError", "MissingDependencyError", "parse_heads", "format_heads",
+                                   "profile", "KProfile"])
 
 
 def __getattr__(name: str):
