@@ -79,7 +79,7 @@ def _parse_heads(spec: Optional[str]):
 def bench_run(
     export_dir: Optional[Path] = typer.Argument(None, help="Export directory (manifest.json). Default: the newest under exports/."),
     backend: Optional[List[str]] = typer.Option(None, "--backend", "-b", help="onnxruntime | executorch | tflite | torch (repeatable). Default: every runtime whose artifacts the export holds."),
-    device: str = typer.Option("cpu", "--device", help="cpu, or cuda with --backend torch (the paper's reference protocol)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda: eager PyTorch with the paper's reference protocol (CUDA events, batch 512)."),
     device_name: Optional[str] = typer.Option(None, "--device-name", help="Name of this device in reports and the LUT (default: host name)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own default)."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Throughput batch size (default 8; 512 on CUDA as in the paper)."),
@@ -113,6 +113,8 @@ def bench_run(
                 console.print(f"[yellow]skipped[/yellow] {s}")
             state["task"] = progress.add_task("starting", total=len(jobs))
             progress.start()
+        elif kind == "note":
+            console.print(f"note: {payload}")
         elif kind == "start":
             progress.update(state["task"], description=payload.label)
         elif kind == "row":
@@ -214,13 +216,15 @@ def demo_cmd(
     workdir: Path = typer.Option(Path("."), "--workdir", help="--all: where runs/, exports/, reports/ go."),
     force: bool = typer.Option(False, "--force", help="--all: train a new run and re-export even when outputs exist."),
     heads: Optional[str] = typer.Option(None, "--heads", help="--all: head counts to export (default 2,3,6,12)."),
+    per_k_targets: str = typer.Option("onnx", "--per-k-targets", help="--all: targets exported per-k too ('all': every runnable one)."),
 ) -> None:
     """Stream the digits test images through the runtime while a battery trace drives k."""
     from . import demo
 
     if all_steps:
         demo.run_all(workdir=workdir, battery_trace=battery_trace, force=force, passes=passes,
-                     heads=heads or demo.DEMO_HEADS, log=console.print)
+                     heads=heads or demo.DEMO_HEADS, per_k_targets=per_k_targets, log=console.print,
+                     show=print_wide)
         return
     demo.run_demo(battery_trace=battery_trace, export_dir=export_dir, run_dir=run_dir, checkpoint=checkpoint,
                   lut=lut, device_name=device_name, backend=backend, out=out, passes=passes, budget_ms=budget_ms,

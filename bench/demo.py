@@ -73,7 +73,7 @@ class Trace:
             t0, t1 = ts[i], ts[i + 1]
             w = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
             pct = self.percent[i] + w * (self.percent[i + 1] - self.percent[i])
-        return {"time_s": t, "percent": round(pct, 3), "charging": self.charging[i], "thermal": self.thermal[i],
+        return {"time_s": t, "percent": round(pct, 1), "charging": self.charging[i], "thermal": self.thermal[i],
                 "low_power": self.low_power[i]}
 
 
@@ -390,8 +390,14 @@ DEMO_HEADS = "2,3,6,12"
 
 def run_all(*, workdir: Path = Path("."), battery_trace: Optional[Path] = None, force: bool = False,
             passes: int = 2, device_name: str = "local-cpu", runs: int = 20, heads: str = DEMO_HEADS,
-            log: Callable[[str], None] = print) -> dict:
-    """train -> export (single, per-k) -> validate -> bench -> lut build -> demo; returns the output paths."""
+            per_k_targets: str = "onnx", log: Callable[[str], None] = print,
+            show: Optional[Callable[[Any], None]] = None) -> dict:
+    """train -> export (single, per-k) -> validate -> bench -> lut build -> demo; returns the output paths.
+
+    Single artifacts are exported for every target this machine can export and run; per-k files
+    for ``per_k_targets`` ("onnx" by default, the baseline the single artifact is compared with;
+    "all" for every runnable target, which costs minutes more on 2 cores).
+    """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if battery_trace is not None:
@@ -411,16 +417,23 @@ def run_all(*, workdir: Path = Path("."), battery_trace: Optional[Path] = None, 
         step(["train", "--data", "digits", "--out", str(run_dir)])
     targets = runnable_targets()
     log(f"targets this machine can export and run: {', '.join(targets)}")
+    if per_k_targets == "all":
+        per_k = targets
+    else:
+        per_k = [t for t in per_k_targets.split(",") if t]
+        unknown = [t for t in per_k if t not in targets]
+        if unknown:
+            raise UsageError(f"per-k targets {unknown} cannot be exported and run here (runnable: {', '.join(targets)})")
     exports = {}
-    for mode in ("single", "per-k"):
+    for mode, mode_targets in (("single", targets), ("per-k", per_k)):
         out = Path("exports") / f"digits-{mode}"
         exports[mode] = out
         if (workdir / out / "manifest.json").exists() and not force:
             log(f"using the existing export {workdir / out} (pass --force to re-export)")
             step(["validate", str(out)])
             continue
-        step(["export", "--checkpoint", str(ckpt), "--heads", heads, "--target", ",".join(targets), "--mode", mode,
-              "--out", str(out), "--force"])  # validates every artifact against PyTorch before it is renamed into place
+        step(["export", "--checkpoint", str(ckpt), "--heads", heads, "--target", ",".join(mode_targets), "--mode",
+              mode, "--out", str(out), "--force"])  # validated against PyTorch before it is renamed into place
     reports = Path("reports")
     step(["bench", str(exports["single"]), "--device-name", device_name, "--runs", str(runs)])
     step(["bench", str(exports["per-k"]), "--device-name", f"{device_name}-per-k", "--runs", str(runs)])
@@ -454,5 +467,5 @@ def run_all(*, workdir: Path = Path("."), battery_trace: Optional[Path] = None, 
     table.add_column("where")
     for name, p in outputs.items():
         table.add_row(name, str(p))
-    log(table)
+    (show or log)(table)
     return outputs

@@ -273,12 +273,17 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
               on_event: Optional[Callable[[str, Any], None]] = None) -> BenchOutcome:
     """Benchmark an export directory (default: the newest under ``exports_root``) and write the report.
 
-    ``on_event(kind, payload)`` receives ``("plan", (dir, jobs, skipped))``, ``("start", job)``,
+    ``on_event(kind, payload)`` receives ``("plan", (dir, jobs, skipped))``, ``("note", text)``, ``("start", job)``,
     ``("row", (job, row, report_path))`` and ``("fail", (job, message))`` for progress display.
     """
     settings = (settings or BenchSettings()).check()
     emit = on_event or (lambda kind, payload: None)
-    names = list(backend_names) if backend_names else [b.name for b in backends() if b.default]
+    if backend_names:
+        names = list(backend_names)
+    elif settings.device != "cpu":  # --device cuda alone: the paper's protocol, eager PyTorch
+        names = [b.name for b in backends() if settings.device in b.devices]
+    else:
+        names = [b.name for b in backends() if b.default]
     blist = [get_backend(n) for n in names]
     for b in blist:
         b.check_device(settings.device)
@@ -313,6 +318,9 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
                          + ("; " + "; ".join(skipped) if skipped else "")
                          + (f" (choose --backend {'|'.join(b.name for b in backends())})" if manifest else ""))
     emit("plan", (manifest.dir if manifest else None, jobs, skipped))
+    if manifest is None:
+        emit("note", f"eager PyTorch on config '{config_name or 'base'}' with "
+                     + (f"the weights of {checkpoint}" if checkpoint else "random weights (latency does not depend on them)"))
 
     cfg = manifest.config if manifest is not None else config
     all_ks = sorted({j.k for j in jobs})
@@ -333,6 +341,15 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
                   "export_dir": str(manifest.dir) if manifest else None},
     )
     path = rep.report_path(reports_dir, device["name"])
+    if path.exists():
+        try:
+            old = rep.load_report(path)
+        except rep.ReportError as exc:
+            raise rep.ReportError(f"{exc}; move it away or choose another --device-name / --reports-dir") from None
+        if old.get("manifest_sha256") != msha:
+            emit("note", f"{path} held {len(old['rows'])} row(s) measured from another export; they are replaced")
+        else:
+            emit("note", f"adding to {path} (same export: rows of other runtimes are kept)")
     writer = rep.ReportWriter(path, report, resume=True)
 
     acc_spec = None

@@ -478,7 +478,7 @@ class Exporter:
             else:
                 results.append(compare(self.name, r.k, got, reference.logits[r.k], self.tolerance, runtime=label))
             if progress:
-                progress(f"{self.name} k={r.k}")
+                progress(f"k={r.k}")
         return results
 
     def describe(self, out_dir: Path, records: Sequence[ArtifactRecord]) -> dict[str, Any]:

@@ -10,14 +10,17 @@ Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...
     method is ``model.forward_heads(x, k)`` traced over the FULL parameters, so all methods
     reference the same constant tensors; ExecuTorch stores a constant once per program
     (the emitter and XNNPACK's named-data store key tensors by content), so the file holds the
-    weights once.  The slices of the weights are taken inside each method at run time and the
-    linear layers run in XNNPACK with non-static weights
-    (``XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)``), which is what lets
-    the methods share one copy: XNNPACK's static weights must be dense per-k tensors, and the
-    k-subnetwork of a weight matrix ``W[:64k, :64k]`` is never a contiguous piece of ``W``, so
-    statically packed per-k weights would be stored once per k (about the sum of the per-k
-    files).  Methods are loaded on demand; switching k is calling another method of the
-    already loaded program.
+    weights once.  The slices are taken inside each method at run time and the linear layers run
+    in XNNPACK with non-static weights
+    (``XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)``): XNNPACK's static
+    weights must be dense per-k tensors, and the k-subnetwork of a weight matrix ``W[:64k, :64k]``
+    is never a contiguous piece of ``W``, so statically packed weights for every k would be
+    stored once per k (about the sum of the per-k files, 4.5x for k=3..12).  The price is a
+    slice and a weight packing per run (about 1.25-1.35x the per-k latency on the 12-head model,
+    see ``hydravit-edge export-bench``).  Giving only the largest k static weights does not help:
+    its XNNPACK named data and the other methods' program constants are separate stores, so the
+    weights are then stored twice.  Methods are loaded on demand; switching k is calling another
+    method of the loaded program.
 """
 
 from __future__ import annotations
@@ -87,13 +90,23 @@ def heads_program(model, k: int):
     return HeadsK().eval()
 
 
-def lower_programs(programs: dict, shared_weights: bool):
-    """``to_edge_transform_and_lower`` with the XNNPACK partitioner, then ``to_executorch``."""
+def lower_programs(programs: dict, static_methods=None):
+    """``to_edge_transform_and_lower`` with the XNNPACK partitioner, then ``to_executorch``.
+
+    Methods named in ``static_methods`` (or all, when it is None) get XNNPACK's static weights; the
+    others run their linear layers with non-static weights (sliced at run time from the shared
+    full tensors).
+    """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    kwargs = {"force_non_static_weights_for_f32_linear": True} if shared_weights else {}
-    edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner(**kwargs)])
+    if static_methods is None:
+        partitioner = [XnnpackPartitioner()]
+    else:
+        partitioner = {name: [XnnpackPartitioner() if name in static_methods else
+                              XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)]
+                       for name in programs}
+    edge = to_edge_transform_and_lower(programs, partitioner=partitioner)
     return edge.to_executorch()
 
 
@@ -129,10 +142,10 @@ class ExecuTorchExporter(Exporter):
         except Exception as exc:
             raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
 
-    def _lower(self, programs: dict, shared: bool):
+    def _lower(self, programs: dict, static_methods=None):
         try:
             with _quiet():
-                return lower_programs(programs, shared)
+                return lower_programs(programs, static_methods)
         except Exception as exc:
             raise ExportError(f"ExecuTorch lowering failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
 
@@ -144,11 +157,11 @@ class ExecuTorchExporter(Exporter):
         records = []
         if mode == "per-k":
             for k in heads:
-                prog = self._lower({PER_K_METHOD: self._trace(model.subnet(k), cfg)}, shared=False)
+                prog = self._lower({PER_K_METHOD: self._trace(model.subnet(k), cfg)})
                 (out_dir / self.per_k_filename(k)).write_bytes(prog.buffer)
                 records.append(ArtifactRecord(k, self.per_k_filename(k), PER_K_METHOD, "method", "per-k", inputs, outputs))
                 if progress:
-                    progress(f"executorch k={k}")
+                    progress(f"k={k}")
             return records
         from .coreml import narrow_model  # the first max(heads) heads: a subset stores only what it uses
 
@@ -157,8 +170,8 @@ class ExecuTorchExporter(Exporter):
         for k in heads:
             programs[self.entry_name(k)] = self._trace(heads_program(model, k), cfg)
             if progress:
-                progress(f"executorch trace k={k}")
-        prog = self._lower(programs, shared=True)
+                progress(f"traced k={k}")
+        prog = self._lower(programs, static_methods=set())
         (out_dir / self.single_filename).write_bytes(prog.buffer)
         for k in heads:
             records.append(ArtifactRecord(k, self.single_filename, self.entry_name(k), "method", "single", inputs, outputs,

@@ -61,6 +61,8 @@ def main(argv: list[str]) -> int:
             feed = {"image": x}
             if entry.get("heads_input"):
                 feed["heads"] = np.asarray([entry["k"]], dtype=np.int64)
+            if entry.get("k_dummy"):  # graphs with a symbolic k: a float input of length k (bench only)
+                feed[entry["k_dummy"]] = np.zeros(int(entry["k"]), dtype=np.float32)
             return lambda: sess.run(["logits"], feed)
     elif job["kind"] == "executorch":
         import torch

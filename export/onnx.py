@@ -355,7 +355,7 @@ class OnnxExporter(Exporter):
                 records.append(ArtifactRecord(k, self.per_k_filename(k), None, "graph", "per-k", inputs, outputs))
                 del proto
                 if progress:
-                    progress(f"onnx k={k}")
+                    progress(f"k={k}")
             return records
         from .coreml import narrow_model  # the first max(heads) heads: a subset stores only what it uses
 
@@ -364,7 +364,7 @@ class OnnxExporter(Exporter):
         for k in heads:
             merger.add(k, export_onnx_proto(model.subnet(k), cfg))
             if progress:
-                progress(f"onnx k={k}")
+                progress(f"k={k}")
         proto = merger.build(heads, f"hydravit-edge {hydravit_edge.__version__}")
         _save(proto, out_dir / self.single_filename)
         inputs, outputs = self._specs(cfg, True)

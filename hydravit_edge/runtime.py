@@ -216,7 +216,9 @@ class Prediction:
     labels: Optional[list[str]]
     latency_ms: float
     switched: bool
+    #: the policy's :class:`~hydravit_edge.policy.Decision` (None when ``heads`` was given)
     decision: Optional[Any] = None
+    #: the power state the decision used (battery, charging, low_power, thermal, budget_ms)
     power: Optional[dict] = None
 
     @property
@@ -398,9 +400,12 @@ class Runtime:
 
         Switching k reuses the loaded session: no artifact is reloaded.
         """
-        decision = None
+        decision = state = None
         if heads is None:
-            decision = self.choose(power)
+            inp = self.power_input(power)
+            decision = self.policy_state.update(inp)
+            state = {"battery": inp.battery, "charging": inp.charging, "low_power": inp.low_power,
+                     "thermal": inp.thermal, "budget_ms": inp.budget_ms}
             k = decision.k
         else:
             if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)):
@@ -417,7 +422,7 @@ class Runtime:
         idx = logits.argmax(-1)
         names = [self.labels[i] for i in idx] if self.labels else None
         return Prediction(k=k, logits=logits, indices=idx, labels=names, latency_ms=latency, switched=switched,
-                          decision=decision)
+                          decision=decision, power=state)
 
     def describe(self) -> dict:
         return {"export": str(self.manifest.dir), "file": self.file, "backend": self.backend_name,

@@ -93,3 +93,35 @@ def test_bad_trace_on_the_command_line(tmp_path, capsys):
     assert code == 2 and "missing column(s) charging, thermal" in err
     code, _, err = run_cli(["demo", "--battery-trace", str(tmp_path / "none.csv")], capsys)
     assert code == 2 and "no such battery trace" in err
+
+
+def test_make_demo_runs_every_step_in_order(tmp_path, monkeypatch):
+    """`demo --all` (make demo): the steps, their order and arguments (each step is its own process)."""
+    from hydravit_edge.bench import demo
+
+    calls = []
+    monkeypatch.setattr(demo, "_cli", lambda args, log, cwd=None: calls.append(list(args)))
+    monkeypatch.setattr(demo, "runnable_targets", lambda: ["onnx", "executorch", "tflite"])
+    outputs = demo.run_all(workdir=tmp_path, log=lambda *a: None)
+    steps = [c[0] if c[0] != "bench" else f"bench {c[1]}" for c in calls]
+    assert steps == ["train", "export", "export", "bench exports/digits-single", "bench exports/digits-per-k",
+                     "lut", "bench report", "demo"]
+    assert calls[0] == ["train", "--data", "digits", "--out", "runs/digits"]
+    single, per_k = calls[1], calls[2]
+    assert single[single.index("--target") + 1] == "onnx,executorch,tflite" and "single" in single
+    assert per_k[per_k.index("--target") + 1] == "onnx" and "per-k" in per_k
+    assert single[single.index("--heads") + 1] == demo.DEMO_HEADS
+    assert calls[5][:2] == ["lut", "build"] and "reports/local-demo/lut.json" in calls[5]
+    assert calls[7][calls[7].index("--lut") + 1] == "reports/local-demo/lut.json"
+    assert outputs["battery demo timeline"] == tmp_path.resolve() / "reports/local-demo/timeline.png"
+    # a second run reuses the trained model and the exports (validating them) instead of redoing them
+    (tmp_path / "runs/digits").mkdir(parents=True)
+    (tmp_path / "runs/digits/best.safetensors").write_bytes(b"x")
+    for mode in ("single", "per-k"):
+        (tmp_path / f"exports/digits-{mode}").mkdir(parents=True)
+        (tmp_path / f"exports/digits-{mode}/manifest.json").write_text("{}")
+    calls.clear()
+    demo.run_all(workdir=tmp_path, log=lambda *a: None)
+    assert [c[0] for c in calls][:3] == ["validate", "validate", "bench"]
+    with pytest.raises(TraceError):
+        demo.run_all(workdir=tmp_path, battery_trace=tmp_path / "missing.csv", log=lambda *a: None)

@@ -30,3 +30,13 @@ def test_single_artifact_of_the_base_model_stores_weights_once(base_model, targe
     p = sum(f["bytes"] for f in per_k.manifest["targets"][target]["files"])
     assert s <= 1.10 * p, f"{target}: single {s} vs per-k k=12 {p}"
     assert s >= 0.99 * p  # and it does hold the full weights
+
+
+def test_export_bench_runs_end_to_end(tmp_path):
+    from hydravit_edge.export.bench_sizes import run_bench
+
+    res = run_bench(config_name="tiny", heads="3,12", targets="onnx", runs=2, rounds=1, threads=1,
+                    json_path=tmp_path / "bench.json", plot_path=tmp_path / "bench.png")
+    t = res["targets"]["onnx"]
+    assert t["sizes"]["single_over_kmax"] <= 1.10 and set(t["latency"]) == {3, 12}
+    assert set(t["runtime_slice"]) == {3, 12} and (tmp_path / "bench.png").stat().st_size > 0

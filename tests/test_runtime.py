@@ -111,6 +111,7 @@ def test_battery_read_from_sysfs(tiny_exports, lut_path, tmp_path):
     rt = Runtime(tiny_exports["single"], lut=lut_path, device="edge-box", sys_root=tmp_path, power_interval_s=0)
     out = rt.predict(_images(1))
     assert out.k == 1 and out.decision.battery_percent == 12.0
+    assert out.power == {"battery": 12.0, "charging": False, "low_power": False, "thermal": None, "budget_ms": None}
     (bat / "status").write_text("Charging\n")
     assert rt.predict(_images(1)).k == 2  # charging allows k=4, the 3 ms budget allows k=2
 

@@ -14,13 +14,21 @@ import numpy as np
 import pytest
 import torch
 
-from hydravit_edge import HydraViT, UsageError, load_checkpoint, read_checkpoint
+from hydravit_edge import UsageError, load_checkpoint, read_checkpoint
 from hydravit_edge.cli import main
 from hydravit_edge.model import build_timm_vit
 from hydravit_edge.train import HeadSampler, TrainConfig, Trainer, evaluate, parse_weights, resume, train
 from hydravit_edge.train.data import build_data
 from hydravit_edge.train.recipes import get_recipe
 from hydravit_edge.train.runs import RunDir, latest_checkpoint, latest_run
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A Trainer built directly sets torch's thread count (digits: 1); give other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 def small(tmp_path: Path, name: str = "run", **kw) -> TrainConfig:
@@ -42,11 +50,11 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 
 def test_uniform_sampling_distribution_and_determinism():
     s = HeadSampler(range(1, 13), seed=3)
-    seq = s.sequence(0, 24000)
+    seq = s.sequence(0, 12000)
     freq = Counter(seq)
     assert set(freq) == set(range(1, 13))
-    for k in range(1, 13):  # 1/12 = 0.0833, sd of a frequency ~0.0018
-        assert abs(freq[k] / len(seq) - 1 / 12) < 0.01, (k, freq[k])
+    for k in range(1, 13):  # 1/12 = 0.0833, sd of a frequency ~0.0025
+        assert abs(freq[k] / len(seq) - 1 / 12) < 0.012, (k, freq[k])
     # a pure function of (seed, step): order of queries does not matter, same seed same sequence
     assert [s.k_at(t) for t in (500, 7, 123)] == [seq[500], seq[7], seq[123]]
     assert HeadSampler(range(1, 13), seed=3).sequence(0, 200) == seq[:200]
@@ -61,10 +69,10 @@ def test_uniform_sampling_distribution_and_determinism():
 
 def test_weighted_sampling_distribution():
     s = HeadSampler((3, 6, 12), weights=(25, 30, 45), seed=0)
-    seq = s.sequence(0, 20000)
+    seq = s.sequence(0, 10000)
     freq = Counter(seq)
-    for k, p in ((3, 0.25), (6, 0.30), (12, 0.45)):
-        assert abs(freq[k] / len(seq) - p) < 0.015, (k, freq[k])
+    for k, p in ((3, 0.25), (6, 0.30), (12, 0.45)):  # sd of a frequency <= 0.005
+        assert abs(freq[k] / len(seq) - p) < 0.02, (k, freq[k])
     assert np.allclose(s.probs, [0.25, 0.30, 0.45])
     # weights need not sum to one
     assert HeadSampler((3, 6, 12), weights=(5, 6, 9), seed=0).sequence(0, 300) == seq[:300]
@@ -231,6 +239,23 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert resume(run.path, progress=False).steps_done == 22
 
 
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_it_again(tmp_path):
+    kw = dict(epochs=1, heads="1..2", batch_size=128)
+    full = train(small(tmp_path, "full", **kw))
+
+    def stop(epoch, step, k, loss):
+        if step == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(small(tmp_path, "cut", **kw), on_step=stop)
+    assert not (tmp_path / "cut" / "state.pt").exists()
+    resumed = resume(tmp_path / "cut", progress=False)
+    assert resumed.k_history == full.k_history
+    a, b = read_checkpoint(full.last).state_dict, read_checkpoint(resumed.last).state_dict
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_cli_resume_rejects_other_options_and_missing_runs(capsys, tmp_path):
     code, _, err = cli(capsys, "train", "--resume", str(tmp_path), "--epochs", "3")
     assert code == 2 and "drop --epochs" in err
@@ -243,7 +268,7 @@ def test_cli_resume_rejects_other_options_and_missing_runs(capsys, tmp_path):
 def test_train_cli_run_dir_layout_and_eval(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli(capsys, "train", "--data", "digits", "--img-size", "8", "--epochs", "1", "--heads", "12",
-                         "--quiet", "--json")
+                         "--batch-size", "64", "--quiet", "--json")
     assert code in (0, None), err
     payload = json.loads(out)
     run_dir = Path(payload["run_dir"])
@@ -266,8 +291,8 @@ def test_train_cli_run_dir_layout_and_eval(capsys, tmp_path, monkeypatch):
     res = json.loads(out)
     assert [r["k"] for r in res["per_k"]] == list(range(1, 13)) and res["weights"] == "model"
     assert all(0 <= r["top1"] <= r["top5"] <= 100 for r in res["per_k"])
-    code, out, err = cli(capsys, "eval", str(run_dir), "--heads", "1,12")
-    assert code in (0, None) and "top-1" in out
+    code, out, err = cli(capsys, "eval", str(run_dir), "--heads", "1,12", "--profile")
+    assert code in (0, None) and "top-1" in out and "MACs" in out
     code, _, err = cli(capsys, "eval", str(run_dir), "--heads", "13")
     assert code == 2
     code, _, err = cli(capsys, "eval", str(tmp_path / "missing.safetensors"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -79,6 +80,8 @@ def train_cmd(
             progress=not quiet and not as_json,
         )
         result = train(cfg, log=err_console if as_json else None)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
+        return
     if as_json:
         print(json.dumps({"run_dir": str(result.run_dir), "epochs": result.epochs_done, "steps": result.steps_done,
                           "train_seconds": result.train_seconds, "best_mean_top1": result.best_score,
@@ -96,6 +99,7 @@ def eval_cmd(
     batch_size: int = typer.Option(256, "--batch-size", "-b", help="Images per batch."),
     workers: int = typer.Option(0, "--workers", help="Data loader processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    with_profile: bool = typer.Option(False, "--profile", help="Add each k's parameters, MACs and RAM (the `info` profile)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Top-1/top-5 accuracy of every k on the validation set; several checkpoints side by side."""
@@ -107,13 +111,26 @@ def eval_cmd(
         raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
     results = [evaluate(_resolve_checkpoint(p), data, heads, use_ema=ema, batch_size=batch_size, workers=workers,
                         device=device, progress=not as_json) for p in checkpoints]
+    prof = {}
+    if with_profile:
+        from hydravit_edge.profile import profile
+
+        ks_all = sorted({row["k"] for r in results for row in r.rows})
+        prof = {p.k: p for p in profile(results[0].config, ks_all)}
     if as_json:
         payload = [r.as_dict() for r in results]
+        if prof:
+            for item in payload:
+                for row in item["per_k"]:
+                    row["profile"] = prof[row["k"]].as_dict()
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
         return
     table = Table(title=f"top-1 / top-5 per k on {results[0].data} ({results[0].images} validation images)")
     table.add_column("k", justify="right")
     table.add_column("embed dim", justify="right")
+    if prof:
+        for col in ("params (M)", "MACs (M)", "RAM (MB)"):
+            table.add_column(col, justify="right")
     for r, p in zip(results, checkpoints):
         name = f" {p}" if len(results) > 1 else ""
         table.add_column(f"top-1 %{name}", justify="right")
@@ -123,6 +140,8 @@ def eval_cmd(
     for k in ks:
         dims = next(b[k]["embed_dim"] for b in by_k if k in b)
         cells = [str(k), str(dims)]
+        if prof:
+            cells += [f"{prof[k].params / 1e6:.3f}", f"{prof[k].macs / 1e6:.2f}", f"{prof[k].ram_mb:.2f}"]
         for b in by_k:
             cells += [f"{b[k]['top1']:.2f}", f"{b[k]['top5']:.2f}"] if k in b else ["", ""]
         table.add_row(*cells)
@@ -136,7 +155,7 @@ def train_speed_cmd(
     heads: str = typer.Option("1,3,6,12", "--heads", help="Head counts to measure."),
     batch: int = typer.Option(16, "--batch", help="Images per training step."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the preset's)."),
-    steps: int = typer.Option(3, "--steps", help="Timed steps per measurement (median reported)."),
+    steps: int = typer.Option(5, "--steps", help="Timed steps per measurement (median reported)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto (CPU, plus CUDA when available)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -169,13 +188,16 @@ def train_speed_cmd(
     table = Table(title=f"training step: HydraViT subnetwork k vs standalone timm ViT of width {config.head_dim}k "
                         f"(config '{config_name}', {size}px, batch {batch}, AdamW)")
     for col in ("device", "k", "width", "HydraViT step ms", "timm ViT step ms", "ratio",
-                "HydraViT fwd+bwd ms", "timm fwd+bwd ms", "fwd+bwd ratio"):
+                "fwd+bwd ratio", "CPU-time ratio"):
         table.add_column(col, justify="right")
     for r in rows:
+        cpu = f"{r['cpu_step_ratio']:.3f}" if r["cpu_step_ratio"] is not None else "-"
         table.add_row(r["device"], str(r["k"]), str(r["width"]), f"{r['hydra_step_ms']:.1f}", f"{r['timm_step_ms']:.1f}",
-                      f"{r['step_ratio']:.3f}", f"{r['hydra_fwd_bwd_ms']:.1f}", f"{r['timm_fwd_bwd_ms']:.1f}",
-                      f"{r['fwd_bwd_ratio']:.3f}")
+                      f"{r['step_ratio']:.3f}", f"{r['fwd_bwd_ratio']:.3f}", cpu)
     console.print(table)
+    console.print("ratio: wall time of a full step (forward, backward, AdamW over the model's parameters); "
+                  "fwd+bwd: without the optimizer; CPU-time: process CPU time of the full step, which other "
+                  "processes on a shared machine disturb less (use with --threads 1).")
 
 
 def register(app: typer.Typer) -> None:

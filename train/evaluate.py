@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from torch.utils.data import DataLoader
 
 from hydravit_edge.checkpoints import infer_config, load_state_into, read_checkpoint
+from hydravit_edge.config import HydraConfig
 from hydravit_edge.errors import UsageError
 from hydravit_edge.heads import parse_heads
 from hydravit_edge.model import HydraViT
@@ -29,6 +30,7 @@ class EvalResult:
     weights: str  # "ema" | "model"
     images: int
     rows: list[dict[str, Any]]  # one per k: k, embed_dim, top1, top5, loss, n
+    config: Optional[HydraConfig] = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.source, "data": self.data, "weights": self.weights, "images": self.images,
@@ -80,4 +82,4 @@ def evaluate(checkpoint: str | os.PathLike | HydraViT, data: str = "digits", hea
         res = evaluate_model(model, loader, ks, info.device, info, progress=progress,
                              description=f"evaluating k in {ks[0]}..{ks[-1]}")
     rows = [{"k": k, "embed_dim": config.width(k), **res[k]} for k in ks]
-    return EvalResult(source, bundle.source, weights, len(bundle.val), rows)
+    return EvalResult(source, bundle.source, weights, len(bundle.val), rows, config)

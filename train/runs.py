@@ -64,7 +64,8 @@ class RunDir:
         return self.path.name
 
     def has_run(self) -> bool:
-        return self.config.exists() or self.state.exists()
+        """A run that finished at least one epoch (one killed earlier has nothing to lose)."""
+        return self.state.exists()
 
     # config
     def write_config(self, train_cfg: dict, model_cfg: dict) -> None:

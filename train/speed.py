@@ -49,6 +49,7 @@ def _child(config_name: str, k: int, mode: str, batch: int, steps: int, device: 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():
+        c0 = time.process_time()
         t0 = time.perf_counter()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             logits = fwd(x)
@@ -59,19 +60,22 @@ def _child(config_name: str, k: int, mode: str, batch: int, steps: int, device: 
         t1 = time.perf_counter()
         opt.step()
         sync()
-        return t1 - t0, time.perf_counter() - t0
+        return t1 - t0, time.perf_counter() - t0, time.process_time() - c0
 
     for _ in range(2 if dev.type == "cpu" else 5):
         step()
-    fb, full = [], []
+    fb, full, cpu = [], [], []
     for _ in range(steps):
-        a, b = step()
+        a, b, c = step()
         fb.append(a)
         full.append(b)
-    fb.sort()
-    full.sort()
-    return {"fwd_bwd_ms": 1000 * fb[len(fb) // 2], "step_ms": 1000 * full[len(full) // 2],
-            "threads": torch.get_num_threads()}
+        cpu.append(c)
+
+    def median(xs):
+        return 1000 * sorted(xs)[len(xs) // 2]
+
+    return {"fwd_bwd_ms": median(fb), "step_ms": median(full),
+            "cpu_step_ms": median(cpu) if dev.type == "cpu" else None, "threads": torch.get_num_threads()}
 
 
 def measure(config_name: str, k: int, mode: str, batch: int, steps: int, device: str, img_size: Optional[int],
@@ -84,7 +88,7 @@ def measure(config_name: str, k: int, mode: str, batch: int, steps: int, device:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def compare(config_name: str, heads: Iterable[int], batch: int = 16, steps: int = 3, device: str = "auto",
+def compare(config_name: str, heads: Iterable[int], batch: int = 16, steps: int = 5, device: str = "auto",
             img_size: Optional[int] = None, threads: Optional[int] = None, progress: bool = True) -> list[dict]:
     """One row per (device, k): step and forward+backward times and their ratios."""
     import torch
@@ -116,6 +120,9 @@ def compare(config_name: str, heads: Iterable[int], batch: int = 16, steps: int 
                     "step_ratio": res["hydra"]["step_ms"] / res["timm"]["step_ms"],
                     "hydra_fwd_bwd_ms": res["hydra"]["fwd_bwd_ms"], "timm_fwd_bwd_ms": res["timm"]["fwd_bwd_ms"],
                     "fwd_bwd_ratio": res["hydra"]["fwd_bwd_ms"] / res["timm"]["fwd_bwd_ms"],
+                    # process CPU time: robust to other processes on a shared machine (1 thread)
+                    "cpu_step_ratio": (res["hydra"]["cpu_step_ms"] / res["timm"]["cpu_step_ms"]
+                                       if res["hydra"]["cpu_step_ms"] else None),
                     "threads": res["hydra"]["threads"],
                 })
     return rows

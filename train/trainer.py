@@ -450,7 +450,7 @@ class Trainer:
             "k_counts": {str(k): counts[k] for k in sorted(counts)},
         }
 
-    def _metadata(self, score: float) -> dict[str, Any]:
+    def _metadata(self, score: Optional[float]) -> dict[str, Any]:
         return jsonable({
             "epoch": self.epoch, "step": self.sampler.step, "run": self.run.name if self.run else None,
             "data": self.data.source, "recipe": self.cfg.recipe, "labels": list(self.data.labels),
@@ -507,14 +507,14 @@ class Trainer:
                                     "weights": name, "mean_top1": _score(r),
                                     "per_k": {str(k): v for k, v in r.items()}})
                 if info.is_main:
-                    self.console.print(per_k_table(results, f"validation after epoch {self.epoch}/{cfg.epochs} "
-                                                        f"({len(self.data.val)} images)"))
+                    self.console.print(per_k_table(
+                        results, f"validation after epoch {self.epoch}/{cfg.epochs} ({len(self.data.val)} images)"))
             if info.is_main:
                 if self.run is not None:
                     self.run.append_metrics(jsonable(records))
                 if cfg.progress and not val_now:
                     self.console.print(f"epoch {self.epoch}: loss {record['train_loss']:.4f}, "
-                                  f"{record['images_per_second']:.0f} img/s")
+                                       f"{record['images_per_second']:.0f} img/s")
             self.checkpoint(val_now)
         seconds = time.perf_counter() - t_start
         preferred = self.last_val.get("preferred", "model") if self.last_val else "model"
@@ -579,13 +579,18 @@ def resume(run_dir: str | Path, *, progress: Optional[bool] = None, device: Opti
     threads = torch.get_num_threads()
     try:
         cfg.out = str(run.path)
-        trainer = Trainer(cfg, info=info, run_dir=run.path, resuming=True, on_step=on_step, log=log)
-        state = run.load_state()
-        trainer.load_state_dict(state)
-        if info.is_main:
-            run.truncate_metrics(trainer.epoch)
-            trainer.console.print(f"resuming {run.path} after epoch {trainer.epoch}/{cfg.epochs} "
-                          f"(step {trainer.sampler.step})")
+        if not run.state.exists():  # stopped inside its first epoch: nothing to restore, start again
+            trainer = Trainer(cfg, info=info, run_dir=run.path, on_step=on_step, log=log)
+            if info.is_main:
+                run.truncate_metrics(0)
+                trainer.console.print(f"{run.path} stopped before finishing its first epoch; starting it again")
+        else:
+            trainer = Trainer(cfg, info=info, run_dir=run.path, resuming=True, on_step=on_step, log=log)
+            trainer.load_state_dict(run.load_state())
+            if info.is_main:
+                run.truncate_metrics(trainer.epoch)
+                trainer.console.print(f"resuming {run.path} after epoch {trainer.epoch}/{cfg.epochs} "
+                                      f"(step {trainer.sampler.step})")
         D.barrier(info)
         return trainer.fit()
     finally:
