@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import sys
 import time
 import traceback
@@ -35,32 +34,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process, decimal MB.
-
-    Linux: ``VmHWM`` from /proc/self/status (the high-water mark of this process image).
-    ``ru_maxrss`` is not used there: the kernel carries the parent's high-water mark over
-    fork + exec, so a worker started by a large parent would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    except (OSError, ValueError, IndexError):
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-    return peak * scale / 1e6
-
-
-def _rss_mb() -> float:
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 1e6
-    except Exception:  # psutil missing: the peak so far is the best we have
-        return _peak_rss_mb()
+from hydravit_edge.memory import peak_rss_mb, rss_mb
 
 
 def _median(values: list[float]) -> float:
@@ -79,7 +53,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     shape = [int(s) for s in job["input_shape"]]  # [C, H, W]
     rng = np.random.default_rng(int(job.get("seed", 0)))
     x1 = rng.standard_normal((1, *shape)).astype(np.float32)
-    result: dict[str, Any] = {"k": k, "pid": os.getpid(), "rss_before_load_mb": round(_rss_mb(), 2)}
+    result: dict[str, Any] = {"k": k, "pid": os.getpid(), "rss_before_load_mb": round(rss_mb(), 2)}
     if backend.name == "executorch":
         from executorch.runtime import Runtime
 
@@ -94,7 +68,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     t2 = time.perf_counter()
     result["load_ms"] = round((t2 - t0) * 1e3, 4)
     result["prepare_ms"] = round((t2 - t1) * 1e3, 4)
-    result["rss_after_load_mb"] = round(_rss_mb(), 2)
+    result["rss_after_load_mb"] = round(rss_mb(), 2)
 
     # 2. latency at batch 1
     feed1 = session.feed(k, x1)
@@ -134,7 +108,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         result["throughput_static_batch"] = limit
 
     # 4. memory of this k alone
-    result["peak_rss_mb"] = round(_peak_rss_mb(), 2)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 2)
 
     # 5. switching k inside one artifact
     others = [h for h in session.heads if h != k]
@@ -155,7 +129,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         result["switch"] = {"from_k": other, "runs": n, "first_after_switch_median_ms": round(_median(after), 5),
                             "steady_median_ms": round(_median(steady + samples), 5), "raw_ms": round(raw, 5),
                             "ms": round(max(0.0, raw), 5), "other_prepare_ms": round(other_prepare, 4)}
-        result["peak_rss_after_switch_mb"] = round(_peak_rss_mb(), 2)
+        result["peak_rss_after_switch_mb"] = round(peak_rss_mb(), 2)
 
     # 6. accuracy
     acc = job.get("accuracy")

@@ -19,25 +19,10 @@ machine hits both sides alike.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _peak_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+from hydravit_edge.memory import peak_rss_mb, rss_mb
 
 
 def main(argv: list[str]) -> int:
@@ -46,7 +31,7 @@ def main(argv: list[str]) -> int:
     job = json.loads(argv[0])
     x = np.random.default_rng(0).standard_normal(job["img"]).astype(np.float32)
     threads = int(job.get("threads") or 0)
-    out: dict = {"rss_start_mb": _rss_mb()}
+    out: dict = {"rss_start_mb": rss_mb()}
     t0 = time.perf_counter()
     if job["kind"] == "onnx":
         import onnxruntime as ort
@@ -87,14 +72,14 @@ def main(argv: list[str]) -> int:
     else:
         raise SystemExit(f"unknown kind {job['kind']}")
     out["load_s"] = time.perf_counter() - t0
-    out["rss_loaded_mb"] = _rss_mb()
+    out["rss_loaded_mb"] = rss_mb()
     if job.get("serve"):
         fns = {}
         for entry in job["entries"]:
             fns[int(entry["k"])] = runner(entry)
             for _ in range(int(job.get("warmup", 2))):
                 fns[int(entry["k"])]()
-        out["rss_ready_mb"] = _rss_mb()
+        out["rss_ready_mb"] = rss_mb()
         print(json.dumps(dict(out, ready=True)), flush=True)
         for line in sys.stdin:
             cmd = line.split()
@@ -120,8 +105,8 @@ def main(argv: list[str]) -> int:
         results.append({"k": entry["k"], "median_ms": float(np.median(times)), "min_ms": float(np.min(times)),
                         "times_ms": times, "first_s": first_s})
     out["results"] = results
-    out["rss_end_mb"] = _rss_mb()
-    out["peak_rss_mb"] = _peak_mb()
+    out["rss_end_mb"] = rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
     return 0
 

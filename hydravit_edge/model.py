@@ -17,7 +17,8 @@ gradients flow into exactly the sliced region (zero elsewhere).
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .config import HydraConfig
 
-__all__ = ["HydraViT", "build_timm_vit", "hydravit_base_patch16_224"]
+__all__ = ["HydraViT", "SliceLeaves", "build_timm_vit", "hydravit_base_patch16_224"]
 
 _LN_EPS = 1e-6
 
@@ -87,6 +88,7 @@ class HydraViT(VisionTransformer):
                 nn.init.zeros_(lin.bias)
         else:
             self.head_k = None
+        self._leaves: Optional[SliceLeaves] = None
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, heads: Optional[int] = None) -> torch.Tensor:  # type: ignore[override]
@@ -107,10 +109,10 @@ class HydraViT(VisionTransformer):
         hd = self.config.head_dim
         e = hd * k
         pe = self.patch_embed.proj
-        x = F.conv2d(x, pe.weight[:e], pe.bias[:e], stride=pe.stride)
+        x = F.conv2d(x, self._w(pe.weight)[:e], self._w(pe.bias)[:e], stride=pe.stride)
         x = x.flatten(2).transpose(1, 2)  # B, N, e
-        cls = self.cls_token[:, :, :e].expand(x.shape[0], -1, -1)
-        x = torch.cat((cls, x), dim=1) + self.pos_embed[:, :, :e]
+        cls = self._w(self.cls_token)[:, :, :e].expand(x.shape[0], -1, -1)
+        x = torch.cat((cls, x), dim=1) + self._w(self.pos_embed)[:, :, :e]
         x = self.pos_drop(x)
         for blk in self.blocks:
             x = x + blk.drop_path1(self._attention(blk.attn, self._ln(blk.norm1, x, e), k, e))
@@ -124,38 +126,68 @@ class HydraViT(VisionTransformer):
         if self.head_k is not None:
             head = self.head_k[str(int(k))]
             return head(x)
-        return F.linear(x, self.head.weight[:, :e], self.head.bias)
+        return F.linear(x, self._w(self.head.weight)[:, :e], self._w(self.head.bias)[:])
 
     # ------------------------------------------------------------------ pieces
-    @staticmethod
-    def _ln(norm: nn.LayerNorm, x: torch.Tensor, e) -> torch.Tensor:
-        return F.layer_norm(x, (e,), norm.weight[:e], norm.bias[:e], _LN_EPS)
+    def _w(self, p: torch.Tensor) -> "_Slicer":
+        """``self._w(p)[idx]`` is ``p[idx]``, or its leaf view inside :meth:`slice_leaves`."""
+        return _Slicer(p, self._leaves)
+
+    def _ln(self, norm: nn.LayerNorm, x: torch.Tensor, e) -> torch.Tensor:
+        return F.layer_norm(x, (e,), self._w(norm.weight)[:e], self._w(norm.bias)[:e], _LN_EPS)
 
     def _attention(self, attn: nn.Module, x: torch.Tensor, k, e) -> torch.Tensor:
         B, N, _ = x.shape
         hd = self.config.head_dim
         full = self.config.embed_dim
-        w, b = attn.qkv.weight, attn.qkv.bias
+        w, b = self._w(attn.qkv.weight), self._w(attn.qkv.bias)
         # q, k and v rows of the first k heads: row blocks [0:e], [D:D+e], [2D:2D+e].
-        q = F.linear(x, w[:e, :e], b[:e])
-        kk = F.linear(x, w[full:full + e, :e], b[full:full + e])
-        v = F.linear(x, w[2 * full:2 * full + e, :e], b[2 * full:2 * full + e])
-        q = q.view(B, N, k, hd).transpose(1, 2)
-        kk = kk.view(B, N, k, hd).transpose(1, 2)
-        v = v.view(B, N, k, hd).transpose(1, 2)
+        if self._leaves is not None:
+            # training: one GEMM as in timm (three narrow ones cost ~20% more at k=1); the weight
+            # copy is 3*e*e floats, and backward splits the gradient back into the three views
+            if e == full:
+                qkv = F.linear(x, w[:, :], b[:])
+            else:
+                qkv = F.linear(x, torch.cat([w[i * full:i * full + e, :e] for i in range(3)]),
+                               torch.cat([b[i * full:i * full + e] for i in range(3)]))
+            q, kk, v = qkv.view(B, N, 3, k, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            q = F.linear(x, w[:e, :e], b[:e])
+            kk = F.linear(x, w[full:full + e, :e], b[full:full + e])
+            v = F.linear(x, w[2 * full:2 * full + e, :e], b[2 * full:2 * full + e])
+            q = q.view(B, N, k, hd).transpose(1, 2)
+            kk = kk.view(B, N, k, hd).transpose(1, 2)
+            v = v.view(B, N, k, hd).transpose(1, 2)
         dropout_p = attn.attn_drop.p if self.training else 0.0
         o = F.scaled_dot_product_attention(q, kk, v, dropout_p=dropout_p)
         o = o.transpose(1, 2).reshape(B, N, e)
-        o = F.linear(o, attn.proj.weight[:e, :e], attn.proj.bias[:e])
+        o = F.linear(o, self._w(attn.proj.weight)[:e, :e], self._w(attn.proj.bias)[:e])
         return attn.proj_drop(o)
 
     def _mlp(self, mlp: nn.Module, x: torch.Tensor, e) -> torch.Tensor:
         h = int(self.config.mlp_ratio * self.config.head_dim) * (e // self.config.head_dim)
-        x = F.linear(x, mlp.fc1.weight[:h, :e], mlp.fc1.bias[:h])
+        x = F.linear(x, self._w(mlp.fc1.weight)[:h, :e], self._w(mlp.fc1.bias)[:h])
         x = mlp.act(x)
         x = mlp.drop1(x)
-        x = F.linear(x, mlp.fc2.weight[:e, :h], mlp.fc2.bias[:e])
+        x = F.linear(x, self._w(mlp.fc2.weight)[:e, :h], self._w(mlp.fc2.bias)[:e])
         return mlp.drop2(x)
+
+    @contextlib.contextmanager
+    def slice_leaves(self) -> Iterator["SliceLeaves"]:
+        """Forward passes inside this context read every weight slice as a leaf view.
+
+        Each slice ``p[idx]`` the forward takes becomes ``p.detach()[idx]`` with
+        ``requires_grad``: it shares ``p``'s storage, and backward writes its gradient
+        there, sized to the slice, instead of a zero-filled full-size ``p.grad``.  The
+        trainer steps the optimizer over these views (:mod:`hydravit_edge.train.subnet_step`),
+        so a step through subnetwork k touches only subnetwork k's weights.
+        """
+        leaves = SliceLeaves()
+        prev, self._leaves = self._leaves, leaves
+        try:
+            yield leaves
+        finally:
+            self._leaves = prev
 
     # ------------------------------------------------------------------ extraction
     @torch.no_grad()
@@ -208,6 +240,46 @@ class HydraViT(VisionTransformer):
     def extra_repr(self) -> str:
         c = self.config
         return f"heads={list(c.heads)}, head_dim={c.head_dim}, separate_heads={c.separate_heads}"
+
+
+def _index_key(idx) -> tuple:
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    return tuple((s.start, s.stop, s.step) if isinstance(s, slice) else ("...",) if s is Ellipsis else s
+                 for s in idx)
+
+
+class SliceLeaves:
+    """The leaf views one forward pass took (see :meth:`HydraViT.slice_leaves`)."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple, tuple[torch.Tensor, Any, torch.Tensor]] = {}
+
+    def get(self, p: torch.Tensor, idx) -> torch.Tensor:
+        key = (id(p), _index_key(idx))
+        hit = self.items.get(key)
+        if hit is None:
+            leaf = p.detach()[idx]
+            if p.requires_grad:
+                leaf.requires_grad_(True)
+            hit = self.items[key] = (p, idx, leaf)
+        return hit[2]
+
+    def by_param(self) -> dict[torch.Tensor, list[tuple[Any, torch.Tensor]]]:
+        """``{param: [(index, leaf), ...]}`` in the order the forward took them."""
+        out: dict[torch.Tensor, list] = {}
+        for p, idx, leaf in self.items.values():
+            out.setdefault(p, []).append((idx, leaf))
+        return out
+
+
+class _Slicer:
+    __slots__ = ("p", "leaves")
+
+    def __init__(self, p: torch.Tensor, leaves: Optional[SliceLeaves]) -> None:
+        self.p, self.leaves = p, leaves
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        return self.p[idx] if self.leaves is None else self.leaves.get(self.p, idx)
 
 
 _TIMM_INFRA_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_strict")

@@ -2,7 +2,7 @@
 
 Every measurement runs in a fresh Python process (``python -m hydravit_edge.speed``) so
 thread pools and allocator caches of one do not colour the other, and so the peak resident
-memory (``ru_maxrss``) belongs to that measurement alone.
+memory (``VmHWM``, :func:`hydravit_edge.memory.peak_rss_mb`) belongs to that measurement alone.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Iterable, Optional
 
 
 def _child(config_name: str, k: int, mode: str, batch: int, runs: int, threads: Optional[int]) -> dict:
-    import resource
     import time
 
     import torch
@@ -43,8 +42,10 @@ def _child(config_name: str, k: int, mode: str, batch: int, runs: int, threads: 
             fn(x)
             times.append(time.perf_counter() - t0)
     times.sort()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"ms": 1000 * times[len(times) // 2], "peak_mb": peak_kb / 1024, "threads": torch.get_num_threads()}
+    from .memory import peak_rss_mb
+
+    return {"ms": 1000 * times[len(times) // 2], "peak_mb": peak_rss_mb() * 1e6 / 2**20,
+            "threads": torch.get_num_threads()}
 
 
 def measure(config_name: str, k: int, mode: str, batch: int, runs: int, threads: Optional[int] = None) -> dict:

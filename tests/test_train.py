@@ -21,6 +21,7 @@ from hydravit_edge.train import HeadSampler, TrainConfig, Trainer, evaluate, par
 from hydravit_edge.train.data import build_data
 from hydravit_edge.train.recipes import get_recipe
 from hydravit_edge.train.runs import RunDir, latest_checkpoint, latest_run
+from hydravit_edge.train.subnet_step import full_gradient, step_tensors
 
 
 @pytest.fixture(autouse=True)
@@ -135,18 +136,50 @@ def _subnet_mask(name: str, p: torch.Tensor, k: int, hd: int, full: int, ratio: 
     return m
 
 
-@pytest.mark.parametrize("k", [1, 5, 12])
-def test_gradients_exactly_zero_outside_sampled_subnetwork(tmp_path, k):
-    trainer = Trainer(small(tmp_path, drop_path=0.1).resolve())
+@pytest.mark.parametrize("k, update", [(1, "subnet"), (5, "subnet"), (12, "subnet"), (5, "full")])
+def test_gradients_exactly_zero_outside_sampled_subnetwork(tmp_path, k, update):
+    trainer = Trainer(small(tmp_path, drop_path=0.1, update=update).resolve())
     x, y = next(iter(trainer.train_loader))
     trainer.forward_backward(x, y, k)
     c = trainer.model_config
+    if update == "subnet":  # gradients live on views sized to the subnetwork; no full-size .grad
+        assert all(p.grad is None for p in trainer.model.parameters())
+        grads = {n: full_gradient(p, trainer.leaves) for n, p in trainer.model.named_parameters()}
+        from hydravit_edge.profile import params_for
+
+        assert sum(t.grad.numel() for t in step_tensors(trainer.leaves, [])) == params_for(c, k)
+    else:
+        grads = {n: p.grad for n, p in trainer.model.named_parameters()}
     for name, p in trainer.model.named_parameters():
-        assert p.grad is not None, name
+        g = grads[name]
+        assert g is not None, name
         mask = _subnet_mask(name, p, k, c.head_dim, c.embed_dim, c.mlp_ratio)
-        outside = p.grad[~mask]
+        outside = g[~mask]
         assert outside.numel() == 0 or torch.count_nonzero(outside) == 0, name
-        assert torch.count_nonzero(p.grad[mask]) > 0, name
+        assert torch.count_nonzero(g[mask]) > 0, name
+
+
+@pytest.mark.parametrize("update", ["subnet", "full"])
+def test_subnet_update_leaves_weights_and_moments_outside_k_untouched(tmp_path, update):
+    trainer = Trainer(small(tmp_path, update=update, weight_decay=0.05).resolve())
+    x, y = next(iter(trainer.train_loader))
+    trainer.forward_backward(x, y, 12)  # the first update of every tensor creates its optimizer state
+    trainer.optimizer_step()
+    model, opt, c = trainer.model, trainer.optimizer, trainer.model_config
+    before = {n: (p.detach().clone(), opt.state[p]["exp_avg"].clone()) for n, p in model.named_parameters()}
+    trainer.forward_backward(x, y, 3)
+    trainer.optimizer_step()
+    outside_moved = 0
+    for name, p in model.named_parameters():
+        mask = _subnet_mask(name, p, 3, c.head_dim, c.embed_dim, c.mlp_ratio)
+        w0, m0 = before[name]
+        assert not torch.equal(p.detach()[mask], w0[mask]), name  # subnetwork 3 was trained
+        outside_moved += int((p.detach()[~mask] != w0[~mask]).sum()) + int((opt.state[p]["exp_avg"][~mask] != m0[~mask]).sum())
+        assert float(opt.state[p]["step"]) == 2.0, name  # one step count per tensor, views or not
+    if update == "subnet":
+        assert outside_moved == 0
+    else:  # AdamW's moments keep moving every parameter
+        assert outside_moved > 0
 
 
 # --------------------------------------------------------------------------- separate heads, init
@@ -372,9 +405,11 @@ def test_digits_split_is_fixed_and_upscaled():
 def test_train_speed_child_measures_both_models():
     from hydravit_edge.train.speed import _child
 
-    for mode in ("hydra", "timm"):
-        r = _child("tiny", 2, mode, batch=2, steps=1, device="cpu", img_size=8, threads=1)
-        assert r["step_ms"] >= r["fwd_bwd_ms"] > 0
+    for update in ("subnet", "full"):
+        r = _child("tiny", 2, update, batch=2, steps=2, device="cpu", img_size=8, threads=1)
+        for name in ("hydra", "timm"):
+            assert r[name]["step_ms"] >= r[name]["fwd_bwd_ms"] > 0
+        assert r["step_ratio"] > 0 and r["fwd_bwd_ratio"] > 0 and r["cpu_step_ratio"] > 0
 
 
 def test_train_speed_cli_rejects_bad_arguments(capsys):
@@ -384,3 +419,5 @@ def test_train_speed_cli_rejects_bad_arguments(capsys):
     assert code == 2
     code, _, err = cli(capsys, "train-speed", "--config", "tiny", "--img-size", "10")
     assert code == 2 and "multiple of the patch size" in err
+    code, _, err = cli(capsys, "train-speed", "--update", "some")
+    assert code == 2 and "--update must be subnet or full" in err

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from hydravit_edge.train import HeadSampler
@@ -15,10 +16,10 @@ WORKER = textwrap.dedent("""
     import os, sys, torch, torch.distributed as dist
     from hydravit_edge.train import TrainConfig, train
 
-    out = sys.argv[1]
+    out, update = sys.argv[1], sys.argv[2]
     seen = []
     result = train(TrainConfig(data="digits", img_size=8, epochs=1, batch_size=32, heads="1..6", ema_decay=0.9,
-                               eval_every=1, progress=False, out=os.path.join(out, "run"), seed=5),
+                               eval_every=1, progress=False, out=os.path.join(out, "run"), seed=5, update=update),
                    on_step=lambda epoch, step, k, loss: seen.append(k))
     rank = int(os.environ["RANK"])
     torch.save({"k": result.k_history, "seen": seen, "world": int(os.environ["WORLD_SIZE"]),
@@ -27,12 +28,13 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_two_gloo_processes_train_the_same_subnetwork_each_step(tmp_path):
+@pytest.mark.parametrize("update", ["subnet", "full"])  # slice gradients all-reduced / DDP
+def test_two_gloo_processes_train_the_same_subnetwork_each_step(tmp_path, update):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path)]
+           str(script), str(tmp_path), update]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)

@@ -30,6 +30,7 @@ def train_cmd(
     heads: Optional[str] = typer.Option(None, "--heads", help="Head counts to train: '1..12', '3,6,12' or '12' (default: every k of the model)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Sampling weights, one per head count, e.g. 25,30,45 (default: uniform)."),
     separate_heads: bool = typer.Option(False, "--separate-heads", help="One classifier per k, trained only when that k is drawn."),
+    update: Optional[str] = typer.Option(None, "--update", help="subnet (default): a step updates only subnetwork k's weights and optimizer state, at subnetwork k's cost; full: an optimizer step over every parameter (zero gradient outside k)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (any format load_checkpoint reads; narrower ones fill the leading corner)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="quick (default for digits) or deit (default for image folders)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: the recipe's)."),
@@ -61,6 +62,7 @@ def train_cmd(
 
     if resume_dir is not None:
         given = {"--data": data != "digits", "--heads": heads, "--weights": weights, "--separate-heads": separate_heads,
+                 "--update": update,
                  "--init": init, "--recipe": recipe, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
                  "--model": model, "--img-size": img_size, "--drop-path": drop_path, "--ema-decay": ema_decay,
                  "--smoothing": smoothing, "--augment": augment, "--eval-every": eval_every, "--workers": workers,
@@ -73,7 +75,7 @@ def train_cmd(
     else:
         cfg = TrainConfig(
             data=data, out=str(out) if out else None, recipe=recipe, model=model, img_size=img_size, heads=heads,
-            weights=weights, separate_heads=separate_heads, init=str(init) if init else None, epochs=epochs,
+            weights=weights, separate_heads=separate_heads, update=update or "subnet", init=str(init) if init else None, epochs=epochs,
             batch_size=batch_size, lr=lr, drop_path=drop_path, ema_decay=ema_decay, smoothing=smoothing,
             augment=augment, eval_every=eval_every, workers=workers, threads=threads,
             seed=0 if seed is None else seed, device=device or "auto",
@@ -155,15 +157,16 @@ def train_speed_cmd(
     heads: str = typer.Option("1,3,6,12", "--heads", help="Head counts to measure."),
     batch: int = typer.Option(16, "--batch", help="Images per training step."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the preset's)."),
-    steps: int = typer.Option(5, "--steps", help="Timed steps per measurement (median reported)."),
+    steps: int = typer.Option(6, "--steps", help="Timed steps of each model, alternating (medians reported)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto (CPU, plus CUDA when available)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+    update: str = typer.Option("subnet", "--update", help="The trainer's --update: subnet (default) or full."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Training-step time through subnetwork k of HydraViT vs a standalone timm ViT of that width.
 
-    Both take full AdamW steps (timm's create_optimizer_v2, as in training); each measurement runs in
-    its own process.
+    HydraViT takes the trainer's step (--update), the timm ViT an AdamW step over its own parameters
+    (timm's create_optimizer_v2 for both); each measurement runs in its own process.
     """
     from rich.table import Table
 
@@ -179,14 +182,16 @@ def train_speed_cmd(
         raise UsageError(f"--img-size must be a positive multiple of the patch size {config.patch_size}")
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if update not in ("subnet", "full"):
+        raise UsageError(f"--update must be subnet or full, got {update!r}")
     rows = compare(config_name, ks, batch=batch, steps=steps, device=device, img_size=img_size, threads=threads,
-                   progress=not as_json)
+                   progress=not as_json, update=update)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     size = img_size or config.img_size
     table = Table(title=f"training step: HydraViT subnetwork k vs standalone timm ViT of width {config.head_dim}k "
-                        f"(config '{config_name}', {size}px, batch {batch}, AdamW)")
+                        f"(config '{config_name}', {size}px, batch {batch}, AdamW, --update {update})")
     for col in ("device", "k", "width", "HydraViT step ms", "timm ViT step ms", "ratio",
                 "fwd+bwd ratio", "CPU-time ratio"):
         table.add_column(col, justify="right")
@@ -195,7 +200,8 @@ def train_speed_cmd(
         table.add_row(r["device"], str(r["k"]), str(r["width"]), f"{r['hydra_step_ms']:.1f}", f"{r['timm_step_ms']:.1f}",
                       f"{r['step_ratio']:.3f}", f"{r['fwd_bwd_ratio']:.3f}", cpu)
     console.print(table)
-    console.print("ratio: wall time of a full step (forward, backward, AdamW over the model's parameters); "
+    console.print("ratio: wall time of a full step (forward, backward, AdamW: over subnetwork k's weights with "
+                  "--update subnet, over every parameter with --update full); "
                   "fwd+bwd: without the optimizer; CPU-time: process CPU time of the full step, which other "
                   "processes on a shared machine disturb less (use with --threads 1).")
 

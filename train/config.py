@@ -56,6 +56,9 @@ class TrainConfig:
     heads: Any = None  # "1..12", "3,6,12", 6 or a sequence; default: every head count of the model
     weights: Any = None  # "25,30,45" or a sequence, one per head count; default uniform
     separate_heads: bool = False
+    #: "subnet": a step updates only subnetwork k's weights and optimizer state (the paper);
+    #: "full": zero gradients outside it and an optimizer step over every parameter
+    update: str = "subnet"
     init: Optional[str] = None
     epochs: Optional[int] = None
     batch_size: Optional[int] = None  # per process
@@ -147,6 +150,8 @@ class TrainConfig:
             raise UsageError(f"--workers must be >= 0, got {c.workers}")
         if isinstance(c.seed, bool) or not isinstance(c.seed, int) or c.seed < 0:
             raise UsageError(f"--seed must be a non-negative integer, got {c.seed!r}")
+        if c.update not in ("subnet", "full"):
+            raise UsageError(f"--update must be subnet or full, got {c.update!r}")
         if c.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device must be auto, cpu or cuda, got {c.device!r}")
         if c.init is not None and not Path(c.init).expanduser().is_file():

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from hydravit_edge.errors import UsageError
 
-__all__ = ["DistInfo", "setup", "teardown", "all_reduce_sum", "broadcast_object", "all_gather_object", "barrier"]
+__all__ = ["DistInfo", "setup", "teardown", "all_reduce_sum", "broadcast_object", "all_reduce_mean_", "broadcast_tensors_", "all_gather_object", "barrier"]
 
 
 @dataclass
@@ -73,6 +73,27 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_reduce_mean_(tensors: list[torch.Tensor], info: DistInfo) -> None:
+    """Average ``tensors`` over the processes in place (one collective on a flat copy)."""
+    if not info.distributed or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= info.world_size
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset:offset + n].view_as(t))
+        offset += n
+
+
+def broadcast_tensors_(tensors: list[torch.Tensor], info: DistInfo) -> None:
+    """Overwrite ``tensors`` with the first process's values (what DDP does at construction)."""
+    if info.distributed:
+        for t in tensors:
+            dist.broadcast(t, src=0)
 
 
 def broadcast_object(obj: Any, info: DistInfo) -> Any:

@@ -1,13 +1,16 @@
 """Training-step cost of a HydraViT subnetwork against a standalone timm ViT of the same width.
 
-A HydraViT step through subnetwork k runs the sliced forward/backward, then AdamW over
-*all* parameters (their moments keep decaying; that is the paper's optimiser), while the
-standalone ``timm`` ViT of width ``head_dim * k`` owns only its own parameters.  Both use
+A HydraViT step through subnetwork k is the trainer's step: with ``update="subnet"`` (the
+default, as ``hydravit-edge train``) the forward takes leaf views of the weight slices and
+AdamW steps over them only (:mod:`.subnet_step`); with ``update="full"`` backward fills
+full-size gradients and AdamW steps over *all* parameters.  The standalone ``timm`` ViT of
+width ``head_dim * k`` owns only its own parameters.  Both use
 the optimiser the trainer builds (:func:`~.trainer.build_optimizer`: timm's
 ``create_optimizer_v2``, fused AdamW, wd 0.05) and
-bf16 autocast on CUDA, as in training.  Every measurement runs in a fresh process
-(``python -m hydravit_edge.train.speed``) so allocator caches and thread pools of one do not
-colour the other.
+bf16 autocast on CUDA, as in training.  Each k runs in a fresh process
+(``python -m hydravit_edge.train.speed``) that holds both models and alternates their steps
+(H T T H ...): on a shared 2-core machine, separate processes measured minutes apart differed
+by up to 30% from drift alone, which alternation cancels.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import sys
 from typing import Iterable, Optional
 
 
-def _child(config_name: str, k: int, mode: str, batch: int, steps: int, device: str, img_size: int,
+def _child(config_name: str, k: int, update: str, batch: int, steps: int, device: str, img_size: int,
            threads: int) -> dict:
+    """Both models in this process, their steps alternating (H T T H H T ...), ``steps`` timed each."""
     import time
 
     import torch
@@ -28,6 +32,7 @@ def _child(config_name: str, k: int, mode: str, batch: int, steps: int, device: 
     from hydravit_edge.config import preset
     from hydravit_edge.model import HydraViT, build_timm_vit
 
+    from .subnet_step import subnet_step
     from .trainer import build_optimizer
 
     if threads:
@@ -37,60 +42,77 @@ def _child(config_name: str, k: int, mode: str, batch: int, steps: int, device: 
     if img_size:
         config = config.replace(img_size=img_size)
     dev = torch.device(device)
-    if mode == "hydra":
-        model = HydraViT(config).to(dev).train()
-        fwd = lambda x: model(x, heads=k)  # noqa: E731
-    else:
-        model = build_timm_vit(config, k).to(dev).train()
-        fwd = model
-    opt = build_optimizer(model, "adamw", 1e-4, 0.05)
+    hydra = HydraViT(config).to(dev).train()
+    vit = build_timm_vit(config, k).to(dev).train()
+    opts = {"hydra": build_optimizer(hydra, "adamw", 1e-4, 0.05), "timm": build_optimizer(vit, "adamw", 1e-4, 0.05)}
     x = torch.randn(batch, config.in_chans, config.img_size, config.img_size, device=dev)
     y = torch.randint(0, config.num_classes, (batch,), device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
-    def step():
+    def step(name: str) -> tuple[float, float, float]:
+        opt = opts[name]
         c0 = time.process_time()
         t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits = fwd(x)
-        loss = torch.nn.functional.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        leaves = None
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            if name == "timm":
+                logits = vit(x)
+            elif update == "subnet":  # the trainer's step (hydravit_edge.train.subnet_step)
+                with hydra.slice_leaves() as leaves:
+                    logits = hydra(x, heads=k)
+            else:
+                logits = hydra(x, heads=k)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
         sync()
         t1 = time.perf_counter()
-        opt.step()
+        if leaves is not None:
+            subnet_step(opt, leaves)
+        else:
+            opt.step()
         sync()
         return t1 - t0, time.perf_counter() - t0, time.process_time() - c0
 
     for _ in range(2 if dev.type == "cpu" else 5):
-        step()
-    fb, full, cpu = [], [], []
-    for _ in range(steps):
-        a, b, c = step()
-        fb.append(a)
-        full.append(b)
-        cpu.append(c)
+        step("hydra")
+        step("timm")
+    res: dict = {"hydra": [], "timm": []}
+    for i in range(steps):
+        for name in (("hydra", "timm") if i % 2 == 0 else ("timm", "hydra")):
+            res[name].append(step(name))
 
     def median(xs):
-        return 1000 * sorted(xs)[len(xs) // 2]
+        return sorted(xs)[len(xs) // 2]
 
-    return {"fwd_bwd_ms": median(fb), "step_ms": median(full),
-            "cpu_step_ms": median(cpu) if dev.type == "cpu" else None, "threads": torch.get_num_threads()}
+    out: dict = {"threads": torch.get_num_threads()}
+    for name, rows in res.items():
+        out[name] = {"fwd_bwd_ms": 1000 * median([r[0] for r in rows]), "step_ms": 1000 * median([r[1] for r in rows]),
+                     "cpu_step_ms": 1000 * median([r[2] for r in rows]) if dev.type == "cpu" else None}
+    for key, i in (("step_ratio", 1), ("fwd_bwd_ratio", 0), ("cpu_step_ratio", 2)):
+        out[key] = (median([a[i] / b[i] for a, b in zip(res["hydra"], res["timm"])])
+                    if i != 2 or dev.type == "cpu" else None)
+    return out
 
 
-def measure(config_name: str, k: int, mode: str, batch: int, steps: int, device: str, img_size: Optional[int],
+def measure(config_name: str, k: int, update: str, batch: int, steps: int, device: str, img_size: Optional[int],
             threads: Optional[int]) -> dict:
-    cmd = [sys.executable, "-m", "hydravit_edge.train.speed", config_name, str(k), mode, str(batch), str(steps),
+    cmd = [sys.executable, "-m", "hydravit_edge.train.speed", config_name, str(k), update, str(batch), str(steps),
            device, str(img_size or 0), str(threads or 0)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if out.returncode != 0:
-        raise RuntimeError(f"measurement {mode} k={k} on {device} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"measurement k={k} on {device} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def compare(config_name: str, heads: Iterable[int], batch: int = 16, steps: int = 5, device: str = "auto",
-            img_size: Optional[int] = None, threads: Optional[int] = None, progress: bool = True) -> list[dict]:
-    """One row per (device, k): step and forward+backward times and their ratios."""
+def compare(config_name: str, heads: Iterable[int], batch: int = 16, steps: int = 6, device: str = "auto",
+            img_size: Optional[int] = None, threads: Optional[int] = None, progress: bool = True,
+            update: str = "subnet") -> list[dict]:
+    """One row per (device, k): step and forward+backward times and their ratios.
+
+    Each (device, k) runs in a fresh process holding both models, whose steps alternate, so
+    drift on a shared machine hits both; times are medians and each ratio is the median of
+    the per-pair ratios.
+    """
     import torch
     from rich.progress import Progress
 
@@ -105,29 +127,24 @@ def compare(config_name: str, heads: Iterable[int], batch: int = 16, steps: int 
     heads = list(heads)
     rows = []
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("measuring", total=2 * len(heads) * len(devices))
+        task = bar.add_task("measuring", total=len(heads) * len(devices))
         for dev in devices:
             for k in heads:
-                res = {}
-                for mode in ("hydra", "timm"):
-                    bar.update(task, description=f"{dev} k={k} {'HydraViT' if mode == 'hydra' else 'timm ViT'}")
-                    res[mode] = measure(config_name, k, mode, batch, steps, dev, img_size, threads)
-                    bar.advance(task)
+                bar.update(task, description=f"{dev} k={k}: HydraViT and timm ViT steps, alternating")
+                res = measure(config_name, k, update, batch, steps, dev, img_size, threads)
+                bar.advance(task)
                 rows.append({
-                    "device": dev, "k": k, "width": config.width(k), "batch": batch,
-                    "img_size": img_size or config.img_size,
+                    "device": dev, "update": update, "k": k, "width": config.width(k), "batch": batch,
+                    "img_size": img_size or config.img_size, "steps": steps,
                     "hydra_step_ms": res["hydra"]["step_ms"], "timm_step_ms": res["timm"]["step_ms"],
-                    "step_ratio": res["hydra"]["step_ms"] / res["timm"]["step_ms"],
+                    "step_ratio": res["step_ratio"],
                     "hydra_fwd_bwd_ms": res["hydra"]["fwd_bwd_ms"], "timm_fwd_bwd_ms": res["timm"]["fwd_bwd_ms"],
-                    "fwd_bwd_ratio": res["hydra"]["fwd_bwd_ms"] / res["timm"]["fwd_bwd_ms"],
-                    # process CPU time: robust to other processes on a shared machine (1 thread)
-                    "cpu_step_ratio": (res["hydra"]["cpu_step_ms"] / res["timm"]["cpu_step_ms"]
-                                       if res["hydra"]["cpu_step_ms"] else None),
-                    "threads": res["hydra"]["threads"],
+                    "fwd_bwd_ratio": res["fwd_bwd_ratio"], "cpu_step_ratio": res["cpu_step_ratio"],
+                    "threads": res["threads"],
                 })
     return rows
 
 
 if __name__ == "__main__":
-    name, k, mode, batch, steps, device, img, threads = sys.argv[1:9]
-    print(json.dumps(_child(name, int(k), mode, int(batch), int(steps), device, int(img), int(threads))))
+    name, k, update, batch, steps, device, img, threads = sys.argv[1:9]
+    print(json.dumps(_child(name, int(k), update, int(batch), int(steps), device, int(img), int(threads))))

@@ -3,10 +3,12 @@
 Each optimisation step draws one head count ``k`` (:class:`~.sampler.HeadSampler`, a pure
 function of seed and step), runs forward and backward through the k-head subnetwork only
 (the model's sliced views leave exactly zero gradient everywhere else) and steps the
-optimizer.  Optimizer, schedule, Mixup/CutMix, losses, transforms and the model EMA are
+optimizer over subnetwork k's weights only (``--update subnet``, :mod:`.subnet_step`; or
+over every parameter with ``--update full``).  Optimizer, schedule, Mixup/CutMix, losses, transforms and the model EMA are
 timm's (``create_optimizer_v2``, ``create_scheduler_v2``, ``Mixup``,
 ``SoftTargetCrossEntropy``/``LabelSmoothingCrossEntropy``, ``create_transform``,
-``ModelEmaV3``); several processes train together through ``torch.distributed`` DDP.
+``ModelEmaV3``); several processes train together through ``torch.distributed`` (DDP with
+``--update full``; one all-reduce of the slice gradients per step with ``--update subnet``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from rich.console import Console
 from hydravit_edge.console import console
 from hydravit_edge.errors import HydraEdgeError, UsageError
 from hydravit_edge.heads import format_heads
-from hydravit_edge.model import HydraViT
+from hydravit_edge.model import HydraViT, SliceLeaves
 
 from . import distributed as D
 from .config import TrainConfig, default_run_dir
@@ -41,6 +43,7 @@ from .data import DataBundle, build_data
 from .recipes import Recipe
 from .runs import RunDir, jsonable
 from .sampler import HeadSampler
+from .subnet_step import clip_grad_norm, step_tensors, subnet_step
 
 __all__ = ["Trainer", "TrainResult", "train", "resume", "evaluate_model", "ShardSampler", "per_k_table",
            "build_optimizer"]
@@ -270,6 +273,7 @@ class Trainer:
         self.best_score = -math.inf
         self.last_val: dict[str, Any] = {}
         self.ddp_model: nn.Module = self.model
+        self.leaves: Optional[SliceLeaves] = None  # --update subnet: the last forward's weight views
         self.amp = self.device.type == "cuda"
 
     # ------------------------------------------------------------------ construction
@@ -309,6 +313,14 @@ class Trainer:
         return train, val
 
     def wrap_ddp(self) -> None:
+        """``--update full``: DDP averages the full-size gradients.  ``--update subnet`` averages the
+        slice gradients itself (DDP's reducer only knows whole parameters) after the same start:
+        every process takes the first process's weights, as DDP does."""
+        if self.info.distributed and self.cfg.update == "subnet":
+            D.broadcast_tensors_([t for t in self.model.state_dict().values() if t.is_floating_point()], self.info)
+            if self.ema is not None:
+                self.ema.module.load_state_dict(self.model.state_dict())
+            return
         if self.info.distributed and self.ddp_model is self.model:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -361,13 +373,38 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-        """Loss of subnetwork ``k`` on one batch and its gradients (optimizer not stepped)."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.ddp_model(x, heads=k)
-        loss = self.criterion(logits.float(), y)
+        """Loss of subnetwork ``k`` on one batch and its gradients (optimizer not stepped).
+
+        ``--update subnet``: the gradients are on the leaf views in ``self.leaves`` (sized to
+        subnetwork k; :func:`~.subnet_step.full_gradient` shows them full size), averaged over
+        the processes; ``--update full``: on the parameters, zero outside subnetwork k.
+        """
         self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.update == "subnet":
+            with self.model.slice_leaves() as leaves:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    logits = self.model(x, heads=k)
+            self.leaves = leaves
+        else:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.ddp_model(x, heads=k)
+        loss = self.criterion(logits.float(), y)
         loss.backward()
+        if self.leaves is not None:
+            D.all_reduce_mean_([t.grad for t in step_tensors(self.leaves, self.model.parameters())], self.info)
         return loss.detach()
+
+    def optimizer_step(self) -> None:
+        """Clip (when the recipe says so) and step the optimizer over what the last backward reached."""
+        if self.leaves is not None:
+            if self.recipe.clip_grad:
+                clip_grad_norm(step_tensors(self.leaves, self.model.parameters()), self.recipe.clip_grad)
+            subnet_step(self.optimizer, self.leaves)
+            self.leaves = None
+            return
+        if self.recipe.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad)
+        self.optimizer.step()
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[int, torch.Tensor]:
         """One optimisation step through the k the sampler draws; returns (k, loss)."""
@@ -379,9 +416,7 @@ class Trainer:
             x, y = self.mixup(x, y)
         k = self.sampler.next()
         loss = self.forward_backward(x, y, k)
-        if self.recipe.clip_grad:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad)
-        self.optimizer.step()
+        self.optimizer_step()
         self.scheduler.step_update(self.sampler.step)
         if self.ema is not None:
             self.ema.update(self.model, step=self.sampler.step)
