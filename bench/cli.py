@@ -216,7 +216,7 @@ def demo_cmd(
     workdir: Path = typer.Option(Path("."), "--workdir", help="--all: where runs/, exports/, reports/ go."),
     force: bool = typer.Option(False, "--force", help="--all: train a new run and re-export even when outputs exist."),
     heads: Optional[str] = typer.Option(None, "--heads", help="--all: head counts to export (default 2,3,6,12)."),
-    per_k_targets: str = typer.Option("onnx", "--per-k-targets", help="--all: targets exported per-k too ('all': every runnable one)."),
+    per_k_targets: str = typer.Option("all", "--per-k-targets", help="--all: targets also exported per-k: 'all' (every runnable one, default) or a list such as 'onnx' (faster)."),
 ) -> None:
     """Stream the digits test images through the runtime while a battery trace drives k."""
     from . import demo

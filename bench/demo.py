@@ -390,13 +390,14 @@ DEMO_HEADS = "2,3,6,12"
 
 def run_all(*, workdir: Path = Path("."), battery_trace: Optional[Path] = None, force: bool = False,
             passes: int = 2, device_name: str = "local-cpu", runs: int = 20, heads: str = DEMO_HEADS,
-            per_k_targets: str = "onnx", log: Callable[[str], None] = print,
+            per_k_targets: str = "all", log: Callable[[str], None] = print,
             show: Optional[Callable[[Any], None]] = None) -> dict:
     """train -> export (single, per-k) -> validate -> bench -> lut build -> demo; returns the output paths.
 
-    Single artifacts are exported for every target this machine can export and run; per-k files
-    for ``per_k_targets`` ("onnx" by default, the baseline the single artifact is compared with;
-    "all" for every runnable target, which costs minutes more on 2 cores).
+    Single artifacts and per-k files are exported for every target this machine can export and
+    run (``per_k_targets="onnx"`` limits the per-k files to ONNX, two minutes less on 2 cores).
+    After training, ``eval --profile`` prints the per-k accuracy next to each k's parameters,
+    MACs and RAM.
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -415,6 +416,7 @@ def run_all(*, workdir: Path = Path("."), battery_trace: Optional[Path] = None, 
         step(["train", "--resume", str(run_dir)])  # an interrupted run continues where it stopped
     else:
         step(["train", "--data", "digits", "--out", str(run_dir)])
+    step(["eval", str(run_dir), "--data", "digits", "--profile"])  # per-k accuracy next to the profile
     targets = runnable_targets()
     log(f"targets this machine can export and run: {', '.join(targets)}")
     if per_k_targets == "all":

@@ -10,6 +10,7 @@ import pytest
 from test_bench import run_cli, sample_report, tiny_exports  # noqa: F401  (fixture)
 
 from hydravit_edge.bench.demo import DEFAULT_TRACE, TraceError, load_trace
+from hydravit_edge.errors import UsageError
 
 SHORT_TRACE = """time_s,percent,charging,thermal
 0,100,0,nominal
@@ -104,15 +105,16 @@ def test_make_demo_runs_every_step_in_order(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "runnable_targets", lambda: ["onnx", "executorch", "tflite"])
     outputs = demo.run_all(workdir=tmp_path, log=lambda *a: None)
     steps = [c[0] if c[0] != "bench" else f"bench {c[1]}" for c in calls]
-    assert steps == ["train", "export", "export", "bench exports/digits-single", "bench exports/digits-per-k",
+    assert steps == ["train", "eval", "export", "export", "bench exports/digits-single", "bench exports/digits-per-k",
                      "lut", "bench report", "demo"]
     assert calls[0] == ["train", "--data", "digits", "--out", "runs/digits"]
-    single, per_k = calls[1], calls[2]
+    assert calls[1] == ["eval", "runs/digits", "--data", "digits", "--profile"]
+    single, per_k = calls[2], calls[3]
     assert single[single.index("--target") + 1] == "onnx,executorch,tflite" and "single" in single
-    assert per_k[per_k.index("--target") + 1] == "onnx" and "per-k" in per_k
+    assert per_k[per_k.index("--target") + 1] == "onnx,executorch,tflite" and "per-k" in per_k
     assert single[single.index("--heads") + 1] == demo.DEMO_HEADS
-    assert calls[5][:2] == ["lut", "build"] and "reports/local-demo/lut.json" in calls[5]
-    assert calls[7][calls[7].index("--lut") + 1] == "reports/local-demo/lut.json"
+    assert calls[6][:2] == ["lut", "build"] and "reports/local-demo/lut.json" in calls[6]
+    assert calls[8][calls[8].index("--lut") + 1] == "reports/local-demo/lut.json"
     assert outputs["battery demo timeline"] == tmp_path.resolve() / "reports/local-demo/timeline.png"
     # a second run reuses the trained model and the exports (validating them) instead of redoing them
     (tmp_path / "runs/digits").mkdir(parents=True)
@@ -122,6 +124,10 @@ def test_make_demo_runs_every_step_in_order(tmp_path, monkeypatch):
         (tmp_path / f"exports/digits-{mode}/manifest.json").write_text("{}")
     calls.clear()
     demo.run_all(workdir=tmp_path, log=lambda *a: None)
-    assert [c[0] for c in calls][:3] == ["validate", "validate", "bench"]
+    assert [c[0] for c in calls][:4] == ["eval", "validate", "validate", "bench"]
+    calls.clear()
+    demo.run_all(workdir=tmp_path, per_k_targets="onnx", force=False, log=lambda *a: None)
+    with pytest.raises(UsageError):
+        demo.run_all(workdir=tmp_path, per_k_targets="coreml", log=lambda *a: None)
     with pytest.raises(TraceError):
         demo.run_all(workdir=tmp_path, battery_trace=tmp_path / "missing.csv", log=lambda *a: None)
