@@ -85,6 +85,7 @@ def bench_run(
     batch: Optional[int] = typer.Option(None, "--batch", help="Throughput batch size (default 8; 512 on CUDA as in the paper)."),
     runs: int = typer.Option(30, "--runs", help="Timed batch-1 runs per k (after warm-up)."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up runs per k."),
+    rounds: int = typer.Option(1, "--rounds", help="Sweeps over every k, each in a fresh process, interleaved; statistics pool all rounds' samples (steadier medians on a shared machine)."),
     heads: Optional[str] = typer.Option(None, "--heads", help="Only these k: '3..12', '3,12' (default: all in the export)."),
     reports_dir: Path = typer.Option(DEFAULT_REPORTS, "--reports-dir", help="Where reports/<device>.json is written."),
     exports_root: Path = typer.Option(DEFAULT_EXPORTS, "--exports-root", help="Where to look for the newest export."),
@@ -98,7 +99,7 @@ def bench_run(
     from .harness import CUDA_BATCH, DEFAULT_BATCH, BenchSettings, run_bench
 
     settings = BenchSettings(runs=runs, warmup=warmup, batch=batch or (CUDA_BATCH if device == "cuda" else DEFAULT_BATCH),
-                             threads=threads, device=device)
+                             threads=threads, device=device, rounds=rounds)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=False)
     state: dict = {}

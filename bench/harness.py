@@ -48,6 +48,9 @@ class BenchSettings:
     device: str = "cpu"
     switch_runs: int = 5
     timeout_s: float = JOB_TIMEOUT_S
+    #: sweeps over every (backend, artifact, k), each job in a fresh process every round; a row's
+    #: statistics pool the samples of all rounds (drift of a shared machine hits every k alike)
+    rounds: int = 1
 
     def check(self) -> "BenchSettings":
         if self.runs < 1:
@@ -58,6 +61,8 @@ class BenchSettings:
             raise UsageError(f"--batch must be >= 1, got {self.batch}")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
+        if self.rounds < 1:
+            raise UsageError(f"--rounds must be >= 1, got {self.rounds}")
         return self
 
     def protocol(self) -> str:
@@ -65,8 +70,9 @@ class BenchSettings:
             return (f"paper reference protocol: eager PyTorch on CUDA, CUDA events around each forward with "
                     f"synchronisation, {self.warmup} warm-up runs, {self.runs} timed batch-1 runs, throughput at "
                     f"batch {self.batch}")
-        return (f"one process per (backend, artifact, k); {self.warmup} warm-up + {self.runs} timed batch-1 runs "
-                f"(wall clock); throughput at batch {self.batch}; peak RSS = high-water mark (VmHWM) of that process")
+        rounds = f" in each of {self.rounds} interleaved rounds (samples pooled)" if self.rounds > 1 else ""
+        return (f"one process per (backend, artifact, k); {self.warmup} warm-up + {self.runs} timed batch-1 runs"
+                f"{rounds} (wall clock); throughput at batch {self.batch}; peak RSS = high-water mark (VmHWM) of that process")
 
 
 @dataclass
@@ -337,7 +343,7 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
         device, manifest_sha256=msha,
         model=_model_section(cfg, all_ks, "hydravit"),
         settings={"threads": settings.threads, "batch": settings.batch, "runs": settings.runs,
-                  "warmup": settings.warmup, "protocol": settings.protocol(),
+                  "rounds": settings.rounds, "warmup": settings.warmup, "protocol": settings.protocol(),
                   "export_dir": str(manifest.dir) if manifest else None},
     )
     path = rep.report_path(reports_dir, device["name"])
@@ -369,20 +375,36 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
 
     rows, failures = [], []
     by_name = {b.name: b for b in blist}
+    pooled: dict[int, dict] = {}  # rounds > 1: the first round's result, samples of every round
+    failed: set[int] = set()
     try:
-        for job in jobs:
-            emit("start", job)
-            result = run_job(job, settings, (chans, img, img), accuracy=acc_spec)
-            if "error" in result:
-                failures.append((job, result["error"]))
-                emit("fail", (job, result["error"]))
-                continue
-            if result.get("gpu") and not writer.report["device"].get("gpu"):
-                writer.report["device"]["gpu"] = result["gpu"]
-            row = job_row(job, result, settings, by_name[job.backend], profile)
-            writer.add(row)  # written to disk now: an interruption keeps it
-            rows.append(row)
-            emit("row", (job, row, path))
+        for rnd in range(settings.rounds):
+            last = rnd == settings.rounds - 1
+            for i, job in enumerate(jobs):
+                if i in failed:
+                    continue
+                emit("start", job)
+                result = run_job(job, settings, (chans, img, img),
+                                 accuracy=acc_spec if rnd == 0 else None)
+                if "error" in result:
+                    failed.add(i)
+                    failures.append((job, result["error"]))
+                    emit("fail", (job, result["error"]))
+                    continue
+                if i in pooled:
+                    pooled[i]["latency_samples_ms"] += result["latency_samples_ms"]
+                    result = pooled[i]
+                elif not last:
+                    pooled[i] = result
+                    continue
+                if not last:
+                    continue
+                if result.get("gpu") and not writer.report["device"].get("gpu"):
+                    writer.report["device"]["gpu"] = result["gpu"]
+                row = job_row(job, result, settings, by_name[job.backend], profile)
+                writer.add(row)  # written to disk now: an interruption keeps it
+                rows.append(row)
+                emit("row", (job, row, path))
     finally:
         if tmpdir is not None:
             tmpdir.cleanup()

@@ -116,11 +116,13 @@ def test_bench_per_k_default_dir_and_heads_filter(tiny_exports, tmp_path, capsys
     root.mkdir()
     (root / "only").symlink_to(tiny_exports["per-k"], target_is_directory=True)
     code, out, err = run_cli(["bench", "--exports-root", str(root), "--heads", "2", "--runs", "2", "--warmup", "0",
-                              "--reports-dir", str(tmp_path / "r"), "--device-name", "box2", "--accuracy"], capsys)
+                              "--reports-dir", str(tmp_path / "r"), "--device-name", "box2", "--accuracy",
+                              "--rounds", "2"], capsys)
     assert code in (0, None), err
     assert "newest export" in out
     rep = load_report(tmp_path / "r" / "box2.json")
     assert [(r["k"], r["mode"], r["artifact"], r["switch_ms"]) for r in rep["rows"]] == [(2, "per-k", "onnx/k2.onnx", None)]
+    assert rep["rows"][0]["runs"] == 4 and rep["settings"]["rounds"] == 2  # two rounds of 2 runs, pooled
     from hydravit_edge.train.data import DigitsDataset
 
     acc = rep["rows"][0]["accuracy"]
@@ -137,6 +139,8 @@ def test_bench_errors(tmp_path, capsys):
     assert code == 2 and "unknown backend" in err
     code, _, err = run_cli(["bench", str(tmp_path), "--backend", "onnxruntime", "--device", "cuda"], capsys)
     assert code == 2 and "--device cuda is not supported by the onnxruntime backend" in err
+    code, _, err = run_cli(["bench", str(tmp_path), "--rounds", "0"], capsys)
+    assert code == 2 and "--rounds must be >= 1" in err
     code, _, err = run_cli(["bench", str(tmp_path), "--runs", "0"], capsys)
     assert code == 2 and "--runs" in err
 
