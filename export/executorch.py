@@ -3,7 +3,9 @@
 Per-k (``executorch/k<k>.pte``, method ``forward``)
     ``torch.export.export(model.subnet(k))`` -> ``to_edge_transform_and_lower(...,
     partitioner=[XnnpackPartitioner()])`` -> ``to_executorch()``: the plain timm ViT, weights
-    packed by XNNPACK when the method is loaded.
+    packed by XNNPACK when the method is loaded.  Its layer norms and attention are first
+    rewritten with ops XNNPACK's partitioner takes (:mod:`.xnnpack_graph`), so the whole
+    network runs in one XNNPACK partition instead of dozens with portable kernels between.
 
 Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...)
     One program, lowered with ``to_edge_transform_and_lower({"forward_k3": ep3, ...})``.  Every
@@ -55,8 +57,9 @@ def _quiet():
 def heads_program(model, k: int):
     """The k-subnetwork over the FULL parameters, as a module torch.export can trace.
 
-    Runs HydraViT's own pieces (``_ln``, ``_attention``, ``_mlp``, ``forward_head_heads``), so the
-    weights are slices of the shared parameters.  One change for XNNPACK: the patch embedding
+    Runs HydraViT's slices of the shared parameters through HydraViT's ``_mlp`` and
+    ``forward_head_heads`` and the XNNPACK-partitionable layer norm and attention of
+    :mod:`.xnnpack_graph` (the same math as ``_ln`` / ``_attention``).  One more change for XNNPACK: the patch embedding
     is a convolution with a static per-k weight and no bias (the bias is added after it):
     XNNPACK cannot create a convolution whose bias is non-static, which is what
     ``force_non_static_weights_for_f32_linear`` makes of it.  That weight is 3*P*P*64k floats,
@@ -65,9 +68,24 @@ def heads_program(model, k: int):
     import torch
     import torch.nn.functional as F
 
+    from hydravit_edge.model import _LN_EPS
+
+    from .xnnpack_graph import attention, layer_norm
+
     cfg = model.config
     e = cfg.width(k)
+    hd, full = cfg.head_dim, cfg.embed_dim
     pe = model.patch_embed.proj
+
+    def ln(norm, x):
+        return layer_norm(x, norm.weight[:e], norm.bias[:e], _LN_EPS)
+
+    def attn(a, x):
+        w, b = a.qkv.weight, a.qkv.bias
+        q = F.linear(x, w[:e, :e], b[:e])
+        kk = F.linear(x, w[full:full + e, :e], b[full:full + e])
+        v = F.linear(x, w[2 * full:2 * full + e, :e], b[2 * full:2 * full + e])
+        return F.linear(attention(q, kk, v, k, hd), a.proj.weight[:e, :e], a.proj.bias[:e])
 
     class HeadsK(torch.nn.Module):
         def __init__(self) -> None:
@@ -83,9 +101,9 @@ def heads_program(model, k: int):
             cls = m.cls_token[:, :, :e].expand(x.shape[0], -1, -1)
             x = torch.cat((cls, x), dim=1) + m.pos_embed[:, :, :e]
             for blk in m.blocks:
-                x = x + m._attention(blk.attn, m._ln(blk.norm1, x, e), k, e)
-                x = x + m._mlp(blk.mlp, m._ln(blk.norm2, x, e), e)
-            return m.forward_head_heads(m._ln(m.norm, x, e), k)
+                x = x + attn(blk.attn, ln(blk.norm1, x))
+                x = x + m._mlp(blk.mlp, ln(blk.norm2, x), e)
+            return m.forward_head_heads(ln(m.norm, x), k)
 
     return HeadsK().eval()
 
@@ -156,8 +174,10 @@ class ExecuTorchExporter(Exporter):
         inputs, outputs = self._specs(cfg)
         records = []
         if mode == "per-k":
+            from .xnnpack_graph import xnnpack_friendly  # one XNNPACK partition: see its docstring
+
             for k in heads:
-                prog = self._lower({PER_K_METHOD: self._trace(model.subnet(k), cfg)})
+                prog = self._lower({PER_K_METHOD: self._trace(xnnpack_friendly(model.subnet(k)), cfg)})
                 (out_dir / self.per_k_filename(k)).write_bytes(prog.buffer)
                 records.append(ArtifactRecord(k, self.per_k_filename(k), PER_K_METHOD, "method", "per-k", inputs, outputs))
                 if progress:
