@@ -314,7 +314,7 @@ def hydravit_base_patch16_224(pretrained: bool = False, **kwargs) -> HydraViT:
 
 @register_model
 def hydravit_tiny_digits(pretrained: bool = False, **kwargs) -> HydraViT:
-    """The small 12-head model used for the embedded digits data (32px, patch 4, 16-dim heads)."""
+    """The small 12-head model used for the embedded digits data (16px, patch 4, depth 3, 16-dim heads)."""
     from .config import PRESETS
 
     if pretrained:
