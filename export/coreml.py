@@ -54,32 +54,6 @@ _WEIGHTS = Path("Data") / "com.apple.CoreML" / "weights"
 
 # =========================================================================== model helpers
 
-def narrow_model(model, kmax: int):
-    """The HydraViT made of the first ``kmax`` heads of ``model`` (a copy).
-
-    ``narrow_model(m, kmax).forward_heads(x, k) == m.forward_heads(x, k)`` for every k <= kmax,
-    so a single artifact for heads up to kmax stores only the weights those heads use.
-    Returns ``model`` itself when kmax is already its head count.
-    """
-    from hydravit_edge.model import HydraViT
-
-    cfg = model.config
-    if kmax == cfg.num_heads:
-        return model
-    heads = tuple(k for k in cfg.heads if k <= kmax) or (kmax,)
-    small = HydraViT(cfg.replace(num_heads=kmax, heads=heads, drop_path_rate=0.0))
-    sd = model.subnet_state_dict(kmax)
-    if model.head_k is not None:
-        e = cfg.width(kmax)
-        sd["head.weight"] = model.head.weight.detach()[:, :e].clone()
-        sd["head.bias"] = model.head.bias.detach().clone()
-        for k in heads:
-            sd[f"head_k.{k}.weight"] = model.head_k[str(k)].weight.detach().clone()
-            sd[f"head_k.{k}.bias"] = model.head_k[str(k)].bias.detach().clone()
-    small.load_state_dict(sd, strict=True)
-    return small.eval()
-
-
 def _programs():
     """nn.Module wrappers with input ``image`` and output ``logits`` (built lazily: torch is heavy)."""
     import torch
@@ -356,7 +330,7 @@ class CoreMLExporter(Exporter):
                     progress(f"coreml k={k}")
             return records
 
-        narrowed = narrow_model(model, max(heads))
+        narrowed = model.narrow(max(heads))
         n_params = sum(p.numel() for p in narrowed.parameters())
         if narrowed.head_k is not None:  # the shared `head` is unused when every k has its own classifier
             n_params -= narrowed.head.weight.numel() + narrowed.head.bias.numel()

@@ -183,9 +183,7 @@ class ExecuTorchExporter(Exporter):
                 if progress:
                     progress(f"k={k}")
             return records
-        from .coreml import narrow_model  # the first max(heads) heads: a subset stores only what it uses
-
-        model = narrow_model(model, max(heads))
+        model = model.narrow(max(heads))  # the first max(heads) heads: a subset stores only what it uses
         programs = {}
         for k in heads:
             programs[self.entry_name(k)] = self._trace(heads_program(model, k), cfg)

@@ -357,9 +357,7 @@ class OnnxExporter(Exporter):
                 if progress:
                     progress(f"k={k}")
             return records
-        from .coreml import narrow_model  # the first max(heads) heads: a subset stores only what it uses
-
-        model = narrow_model(model, max(heads))
+        model = model.narrow(max(heads))  # the first max(heads) heads: a subset stores only what it uses
         merger = _Merger(model)
         for k in heads:
             merger.add(k, export_onnx_proto(model.subnet(k), cfg))

@@ -228,9 +228,7 @@ class TFLiteExporter(Exporter):
         inputs, outputs = self._specs(cfg)
 
         if mode == "single":
-            from .coreml import narrow_model
-
-            narrowed = narrow_model(model, max(heads))
+            narrowed = model.narrow(max(heads))
             n_params = sum(p.numel() for p in narrowed.parameters())
             if narrowed.head_k is not None:
                 n_params -= narrowed.head.weight.numel() + narrowed.head.bias.numel()

@@ -237,6 +237,31 @@ class HydraViT(VisionTransformer):
         vit.load_state_dict(self.subnet_state_dict(k), strict=True)
         return vit.train(self.training)
 
+    @torch.no_grad()
+    def narrow(self, kmax: int) -> "HydraViT":
+        """The HydraViT made of the first ``kmax`` heads (a copy, in eval mode).
+
+        ``m.narrow(kmax).forward_heads(x, k) == m.forward_heads(x, k)`` for every k <= kmax, so a
+        single artifact for heads up to kmax stores only the weights those heads use.  Returns
+        the model itself when kmax is already its head count.
+        """
+        cfg = self.config
+        kmax = cfg.check_heads(kmax)
+        if kmax == cfg.num_heads:
+            return self
+        heads = tuple(k for k in cfg.heads if k <= kmax) or (kmax,)
+        small = HydraViT(cfg.replace(num_heads=kmax, heads=heads, drop_path_rate=0.0))
+        sd = self.subnet_state_dict(kmax)
+        if self.head_k is not None:
+            e = cfg.width(kmax)
+            sd["head.weight"] = self.head.weight.detach()[:, :e].clone()
+            sd["head.bias"] = self.head.bias.detach().clone()
+            for k in heads:
+                sd[f"head_k.{k}.weight"] = self.head_k[str(k)].weight.detach().clone()
+                sd[f"head_k.{k}.bias"] = self.head_k[str(k)].bias.detach().clone()
+        small.load_state_dict(sd, strict=True)
+        return small.eval()
+
     def extra_repr(self) -> str:
         c = self.config
         return f"heads={list(c.heads)}, head_dim={c.head_dim}, separate_heads={c.separate_heads}"

@@ -137,20 +137,6 @@ def test_coreml_export_both_modes(tmp_path):
     _check_corruption(single, tmp_path / "corrupt")
 
 
-def test_narrow_model_keeps_every_smaller_subnetwork():
-    from hydravit_edge.export.coreml import narrow_model
-
-    micro = tiny_model(MICRO)
-    small = narrow_model(micro, 2)
-    assert small.config.num_heads == 2 and small.config.heads == (1, 2)
-    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in micro.parameters())
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        for k in (1, 2):
-            torch.testing.assert_close(small.forward_heads(x, k), micro.forward_heads(x, k), rtol=0, atol=1e-6)
-    assert narrow_model(micro, 3) is micro
-
-
 def test_coreml_is_a_core_dependency(monkeypatch):
     import importlib.util
 

@@ -155,3 +155,19 @@ def test_deit_forward_equivalence_full_size(k, name):
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model(x, heads=k), deit(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_narrow_keeps_every_smaller_subnetwork(separate):
+    torch.manual_seed(0)
+    model = HydraViT(TINY.replace(separate_heads=separate)).eval()
+    small = model.narrow(2)
+    assert small.config.num_heads == 2 and small.config.heads == (1, 2)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 3, TINY.img_size, TINY.img_size)
+    with torch.no_grad():
+        for k in (1, 2):
+            torch.testing.assert_close(small.forward_heads(x, k), model.forward_heads(x, k), rtol=0, atol=1e-6)
+    assert model.narrow(TINY.num_heads) is model
+    with pytest.raises(UsageError):
+        model.narrow(TINY.num_heads + 1)
