@@ -18,8 +18,8 @@ Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...
     weights must be dense per-k tensors, and the k-subnetwork of a weight matrix ``W[:64k, :64k]``
     is never a contiguous piece of ``W``, so statically packed weights for every k would be
     stored once per k (about the sum of the per-k files, 4.5x for k=3..12).  The price is a
-    slice and a weight packing per run (about 1.25-1.35x the per-k latency on the 12-head model,
-    see ``hydravit-edge export-bench``).  Giving only the largest k static weights does not help:
+    slice and a weight packing per run (1.84x the per-k latency at k=3, 1.38x at k=12 on the 12-head
+    model, see ``hydravit-edge export-bench``).  Giving only the largest k static weights does not help:
     its XNNPACK named data and the other methods' program constants are separate stores, so the
     weights are then stored twice.  Methods are loaded on demand; switching k is calling another
     method of the loaded program.
