@@ -19,7 +19,6 @@ onnxruntime and LiteRT sessions do not.)
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import time
@@ -167,8 +166,6 @@ class Backend:
     #: modules that must import for the runtime to work, and the pip extra installing them.
     modules: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[Optional[str]] = None
-    #: distributions whose versions go into reports.
-    packages: ClassVar[tuple[str, ...]] = ()
     #: ``--device`` values it supports (the first is the default).
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     #: the rows' ``precision``.
@@ -207,15 +204,6 @@ class Backend:
     def compute_label(self, device: str, details: Mapping[str, Any] | None = None) -> str:
         """The rows' ``compute`` field (where it ran)."""
         return device
-
-    def versions(self) -> dict[str, str]:
-        out = {}
-        for dist in self.packages:
-            try:
-                out[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        return out
 
     def open(self, path: Path, records: Sequence[Mapping[str, Any]], *, threads: Optional[int] = None,
              device: str = "cpu", details: Mapping[str, Any] | None = None) -> Session:
@@ -317,7 +305,6 @@ class OnnxRuntimeBackend(Backend):
     target = "onnx"
     modules = ("onnxruntime",)
     runtime_imports = ("onnxruntime",)
-    packages = ("onnxruntime",)
 
     def open(self, path, records, *, threads=None, device="cpu", details=None):
         self.require()
@@ -370,7 +357,6 @@ class ExecuTorchBackend(Backend):
     target = "executorch"
     modules = ("executorch",)
     runtime_imports = ("torch", "executorch.runtime", "executorch.extension.pybindings.portable_lib")
-    packages = ("executorch",)
 
     def compute_label(self, device, details=None):
         delegate = str((details or {}).get("delegate", "xnnpack") or "").lower()
@@ -447,7 +433,6 @@ class TfliteBackend(Backend):
     modules = ("ai_edge_litert",)
     runtime_imports = ("ai_edge_litert.interpreter",)
     extra = "tflite"
-    packages = ("ai-edge-litert",)
 
     def open(self, path, records, *, threads=None, device="cpu", details=None):
         self.require()
@@ -522,7 +507,6 @@ class TorchBackend(Backend):
     target = None
     modules = ("torch", "timm")
     runtime_imports = ("torch", "timm", "hydravit_edge.model", "hydravit_edge.checkpoints")
-    packages = ("torch", "timm")
     devices = ("cpu", "cuda")
     default = False
 

@@ -11,7 +11,6 @@ failed is kept as ``<out>.failed`` for inspection, the previous output stays unt
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ import numpy as np
 
 from hydravit_edge.errors import CheckpointError, HydraEdgeError, MissingDependencyError, UsageError
 
-from .base import (MODES, ArtifactRecord, Exporter, ExportError, Reference, Status, ValidationError,
+from .base import (MODES, _file_sha256, ArtifactRecord, Exporter, ExportError, Reference, Status, ValidationError,
                    ValidationResult, exporter_names, get_exporter, path_sha256, path_size)
 
 __all__ = ["export_model", "validate_dir", "ExportReport", "ValidationReport", "find_checkpoint", "load_manifest",
@@ -104,14 +103,6 @@ def find_checkpoint(runs_dir: str | os.PathLike = "runs") -> Path:
             f"no checkpoint given and no trained run under {runs}/ (looked for */{CHECKPOINT_NAMES[0]} and "
             f"*/{CHECKPOINT_NAMES[1]}); train one with `hydravit-edge train` or pass --checkpoint PATH")
     return max(candidates)[2]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_targets(targets: str | Sequence[str], mode: str) -> tuple[list[Exporter], dict[str, str]]:
@@ -351,7 +342,7 @@ def export_model(
     if model is None:
         ckpt = Path(checkpoint) if checkpoint is not None else find_checkpoint(runs_dir)
         model = load_checkpoint(ckpt)
-        source = {"kind": "checkpoint", "path": str(ckpt), "sha256": _sha256_file(ckpt), "bytes": ckpt.stat().st_size}
+        source = {"kind": "checkpoint", "path": str(ckpt), "sha256": _file_sha256(ckpt), "bytes": ckpt.stat().st_size}
     elif isinstance(model, HydraViT):
         source = {"kind": "model", "path": None, "sha256": None, "bytes": None}
     else:

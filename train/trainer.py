@@ -390,7 +390,7 @@ class Trainer:
                 logits = self.ddp_model(x, heads=k)
         loss = self.criterion(logits.float(), y)
         loss.backward()
-        if self.leaves is not None:
+        if self.leaves is not None and self.info.distributed:
             D.all_reduce_mean_([t.grad for t in step_tensors(self.leaves, self.model.parameters())], self.info)
         return loss.detach()
 
