@@ -28,6 +28,7 @@ from hydravit_edge.errors import CheckpointError, HydraEdgeError, MissingDepende
 
 from .base import (MODES, _file_sha256, ArtifactRecord, Exporter, ExportError, Reference, Status, ValidationError,
                    ValidationResult, exporter_names, get_exporter, path_sha256, path_size)
+from .parallel import ExportPool, auto_jobs
 
 __all__ = ["export_model", "validate_dir", "ExportReport", "ValidationReport", "find_checkpoint", "load_manifest",
            "resolve_targets", "OutputExistsError", "MANIFEST_FILE", "MANIFEST_VERSION", "MANIFEST_FORMAT"]
@@ -315,12 +316,15 @@ def export_model(
     batch: int = 8,
     seed: int = 0,
     show_progress: bool = False,
+    jobs: Optional[int] = None,
 ) -> ExportReport:
     """Export ``model`` (a HydraViT) or ``checkpoint`` (default: newest run under ``runs_dir``).
 
     ``heads``: "3..12", "3,6,12", an int or an iterable (default: every k the model has).
     ``targets``: "all" (every registered target whose dependencies are installed), a name
     ("onnx", "executorch", "coreml", "tflite"), "a,b" or a list.  ``mode``: "single" or "per-k".
+    ``jobs``: worker processes for the per-k work (default: one per core for models of 20M+
+    parameters, as memory allows; see :mod:`.parallel`).
     Returns an :class:`ExportReport`; raises :class:`ValidationError` (with ``.report``) when an
     artifact disagrees with PyTorch, and other :class:`HydraEdgeError`\\ s for user errors.
     """
@@ -333,6 +337,8 @@ def export_model(
         raise UsageError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
     if batch < 1:
         raise UsageError("the validation batch must be >= 1")
+    if jobs is not None and jobs < 1:
+        raise UsageError("--jobs must be >= 1")
     source: dict[str, Any]
     ckpt: Optional[Path] = None
     if model is not None and checkpoint is not None:
@@ -355,7 +361,9 @@ def export_model(
     exporters, skipped = resolve_targets(targets, mode)
     out_dir = Path(out) if out is not None else _default_out(ckpt, exporters, skipped, mode)
 
-    with _staging(out_dir, force) as tmp, _Progress(show_progress) as progress:
+    n_jobs = jobs if jobs is not None else auto_jobs(model, len(ks))
+    with _staging(out_dir, force) as tmp, _Progress(show_progress) as progress, \
+            ExportPool(model.narrow(max(ks)), n_jobs) as pool:
         reference = _reference(model, ks, batch, seed)
         reference.save(tmp / Reference.FILE)
         manifest: dict[str, Any] = {
@@ -386,7 +394,7 @@ def export_model(
             tdir.mkdir()
             step = progress.task(f"export {ex.name} ({mode})", len(ks))
             t0 = time.perf_counter()
-            records = ex.export(model, ks, tdir, mode, progress=step)
+            records = ex.export(model, ks, tdir, mode, progress=step, pool=pool)
             export_s = time.perf_counter() - t0
             _check_records(ex, records, ks, tdir)
             target_results: list[ValidationResult] = []
@@ -411,6 +419,7 @@ def export_model(
                 "versions": ex.versions(),
                 "details": ex.describe(tdir, records),
                 "export_seconds": round(export_s, 3),
+                "export_jobs": n_jobs,
                 "validation_seconds": None if val_s is None else round(val_s, 3),
                 "validation": [r.to_dict() for r in target_results],
                 "notes": sorted({n for r in records for n in r.notes}),

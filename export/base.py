@@ -29,7 +29,7 @@ How a target plugs in
            entry_kind = "signature"           # what selects k inside a single artifact
            tolerance = 1e-4                   # max |logit error| vs PyTorch (fp32)
 
-2. ``export(model, heads, out_dir, mode, progress=None) -> list[ArtifactRecord]``
+2. ``export(model, heads, out_dir, mode, progress=None, pool=None) -> list[ArtifactRecord]``
 
    * ``model``: a :class:`~hydravit_edge.HydraViT` in eval mode (do not modify it; use
      ``model.subnet(k)`` for per-k, ``model.forward_heads(x, k)`` / ``model(x, heads=k)`` for
@@ -51,6 +51,14 @@ How a target plugs in
      when the file holds one graph), input/output :class:`TensorSpec` lists.  Sizes and
      sha256 are computed by the framework (directories get a tree hash), never by targets.
    * ``progress(description)``: call it once per k exported (optional).
+   * ``pool``: an :class:`~.parallel.ExportPool` (``--jobs``) holding the same model, narrowed
+     to ``max(heads)``; ``None`` when called directly (use ``ExportPool(model, 1)``).  Per-k
+     work that is slow and independent goes through ``pool.map(fn, heads, progress)``, which
+     runs the picklable ``fn(model, k)`` in worker processes.  The simplest use: implement
+     ``export_k(model, k, out_dir) -> ArtifactRecord`` (write one per-k file) and return
+     ``self.export_per_k(model, heads, out_dir, progress, pool)`` for ``mode="per-k"``.
+     A target whose single artifact is assembled from per-k pieces (ONNX's per-k graphs,
+     ExecuTorch's separately lowered methods) maps the pieces and assembles them here.
 
 3. ``predict(path, record, inputs) -> np.ndarray`` runs ONE artifact entry on a float32
    NCHW batch and returns float32 logits ``[B, num_classes]``.  It is called by the default
@@ -444,8 +452,25 @@ class Exporter:
 
     # ---- the contract -----------------------------------------------------------------
     def export(self, model: Any, heads: Sequence[int], out_dir: Path, mode: str,
-               progress: Optional[ProgressFn] = None) -> list[ArtifactRecord]:
+               progress: Optional[ProgressFn] = None, pool: Any = None) -> list[ArtifactRecord]:
         raise NotImplementedError
+
+    def export_k(self, model: Any, k: int, out_dir: Path) -> ArtifactRecord:
+        """Write the per-k file of k into ``out_dir`` and return its record (one unit of
+        :meth:`export_per_k`; runs in a worker process when exporting in parallel)."""
+        raise NotImplementedError(f"target {self.name} has no per-k export unit")
+
+    def export_per_k(self, model: Any, heads: Sequence[int], out_dir: Path, progress: Optional[ProgressFn] = None,
+                     pool: Any = None) -> list[ArtifactRecord]:
+        """:meth:`export_k` for every k, spread over ``pool``'s workers (in this process without one)."""
+        import functools
+
+        from .parallel import ExportPool, per_k_task
+
+        pool = pool if pool is not None else ExportPool(model, 1)
+        done = pool.map(functools.partial(per_k_task, target=self.name, out_dir=str(out_dir)), heads, progress,
+                        label=f"{self.name} k={{k}}")
+        return [done[k] for k in heads]
 
     def predict(self, path: Path, record: ArtifactRecord, inputs: np.ndarray) -> np.ndarray:
         """Run ``record``'s entry of the artifact at ``path`` on ``inputs`` (in the runner process)."""

@@ -32,6 +32,7 @@ from typing import Any, Optional
 from hydravit_edge.console import console, human_bytes
 
 from .base import ArtifactRecord, get_exporter, light_python, path_size
+from .parallel import ExportPool, auto_jobs
 
 DEIT = {3: "deit_tiny_patch16_224", 6: "deit_small_patch16_224", 12: "deit_base_patch16_224"}
 
@@ -156,7 +157,8 @@ def runtime_slice_variant(single: Path, dest: Path) -> Path:
 def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "onnx,executorch",
               work: Optional[Path] = None, keep: bool = False, runs: int = 10, rounds: int = 3, threads: int = 0,
               deit: bool = True, json_path: Optional[Path] = None, plot_path: Optional[Path] = None,
-              seed: int = 0, latency_heads: Optional[str] = None, reuse: bool = False) -> dict[str, Any]:
+              seed: int = 0, latency_heads: Optional[str] = None, reuse: bool = False,
+              jobs: Optional[int] = None) -> dict[str, Any]:
     import torch
     from rich.table import Table
 
@@ -181,6 +183,8 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
     img = [1, cfg.in_chans, cfg.img_size, cfg.img_size]
     result: dict[str, Any] = {"config": cfg.to_dict(), "heads": list(ks), "latency_heads": list(lat_ks), "runs": runs,
                               "rounds": rounds, "threads": threads, "targets": {}}
+    n_jobs = jobs if jobs is not None else auto_jobs(model, len(ks))
+    result["export_jobs"] = n_jobs
     try:
         for name in names:
             ex = get_exporter(name)
@@ -200,8 +204,9 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
                         shutil.rmtree(d)
                     d.mkdir(parents=True)
                     console.print(f"[bold]{name}[/] exporting {mode} for k={format_heads(ks)} ...")
-                    t0 = time.perf_counter()
-                    recs = ex.export(model, ks, d, mode)
+                    t0 = time.perf_counter()  # includes starting the workers
+                    with ExportPool(model.narrow(max(ks)), n_jobs) as pool:
+                        recs = ex.export(model, ks, d, mode, pool=pool)
                     tres["export_s"][mode] = time.perf_counter() - t0
                     saved.write_text(json.dumps({"heads": list(ks), "export_s": tres["export_s"][mode],
                                                  "records": [r.to_dict() for r in recs]}))

@@ -48,6 +48,10 @@ def register(app: typer.Typer) -> None:
         runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where to look for runs without --checkpoint."),
         no_validate: bool = typer.Option(False, "--no-validate", help="Skip validation (the manifest says 'not run')."),
         batch: int = typer.Option(8, "--batch", help="Validation batch size (fixed random inputs)."),
+        jobs: Optional[int] = typer.Option(
+            None, "--jobs", "-j",
+            help="Worker processes for the per-k export work (default: one per core for models of 20M+ "
+                 "parameters, as memory allows; 1 for small models)."),
     ) -> None:
         """Export HydraViT for on-device runtimes, validate every artifact against PyTorch, write manifest.json."""
         from hydravit_edge.errors import UsageError
@@ -62,7 +66,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"{checkpoint}: no such checkpoint file")
         try:
             report = export_model(checkpoint=checkpoint, heads=heads, targets=target, mode=mode, out=out, force=force,
-                                  validate=not no_validate, batch=batch, show_progress=True)
+                                  validate=not no_validate, batch=batch, show_progress=True, jobs=jobs)
         except ValidationError as exc:
             rep = getattr(exc, "report", None)
             if rep is not None:
@@ -76,7 +80,7 @@ def register(app: typer.Typer) -> None:
             total = sum(f["bytes"] for f in t["files"])
             notes = ("; " + "; ".join(t["notes"])) if t["notes"] else ""
             console.print(f"{name}: {t['mode']}, {len(t['files'])} file(s), {human_bytes(total)}, "
-                          f"exported in {t['export_seconds']:.1f} s{notes}")
+                          f"exported in {t['export_seconds']:.1f} s ({t['export_jobs']} job(s)){notes}")
         console.print(f"wrote [bold]{report.out_dir}[/] (manifest.json, reference.npz)")
 
     @app.command("validate")
@@ -114,9 +118,11 @@ def register(app: typer.Typer) -> None:
         deit: bool = typer.Option(True, "--deit/--no-deit", help="Compare per-k ONNX k=3/6/12 with timm DeiT-tiny/small/base."),
         as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
         plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG plot of latency per k."),
+        jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Export worker processes (default: as `export`)."),
     ) -> None:
         """Sizes, export times and latencies: single artifact vs per-k files (and per-k ONNX vs timm DeiT)."""
         from .bench_sizes import run_bench
 
         run_bench(config_name=config_name, heads=heads, targets=target, work=work, keep=keep, runs=runs,
-                  rounds=rounds, threads=threads, deit=deit, json_path=as_json, plot_path=plot, latency_heads=latency_heads, reuse=reuse)
+                  rounds=rounds, threads=threads, deit=deit, json_path=as_json, plot_path=plot, latency_heads=latency_heads, reuse=reuse,
+                  jobs=jobs)

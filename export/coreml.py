@@ -302,7 +302,8 @@ class CoreMLExporter(Exporter):
         except Exception as exc:
             raise ExportError(f"coremltools conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
-    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None) -> list[ArtifactRecord]:
+    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
+        # serial: the source programs kept for validation (self._sources) live in this process
         self.require("export")
         import torch
 

@@ -8,7 +8,9 @@ Per-k (``executorch/k<k>.pte``, method ``forward``)
     network runs in one XNNPACK partition instead of dozens with portable kernels between.
 
 Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...)
-    One program, lowered with ``to_edge_transform_and_lower({"forward_k3": ep3, ...})``.  Every
+    One program.  Each method is lowered on its own (``to_edge_transform_and_lower``, in
+    parallel worker processes with ``--jobs``), serialized with ExecuTorch's edge-program serde,
+    and one ``EdgeProgramManager`` of all methods emits the program.  Every
     method is ``model.forward_heads(x, k)`` traced over the FULL parameters, so all methods
     reference the same constant tensors; ExecuTorch stores a constant once per program
     (the emitter and XNNPACK's named-data store key tensors by content), so the file holds the
@@ -108,24 +110,92 @@ def heads_program(model, k: int):
     return HeadsK().eval()
 
 
-def lower_programs(programs: dict, static_methods=None):
-    """``to_edge_transform_and_lower`` with the XNNPACK partitioner, then ``to_executorch``.
-
-    Methods named in ``static_methods`` (or all, when it is None) get XNNPACK's static weights; the
-    others run their linear layers with non-static weights (sliced at run time from the shared
-    full tensors).
-    """
+def lower_programs(programs: dict):
+    """``to_edge_transform_and_lower`` with the XNNPACK partitioner (static weights), then ``to_executorch``."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    if static_methods is None:
-        partitioner = [XnnpackPartitioner()]
-    else:
-        partitioner = {name: [XnnpackPartitioner() if name in static_methods else
-                              XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)]
-                       for name in programs}
-    edge = to_edge_transform_and_lower(programs, partitioner=partitioner)
-    return edge.to_executorch()
+    return to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()]).to_executorch()
+
+
+def _trace(module, cfg):
+    import torch
+
+    x = (torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
+    try:
+        with _quiet(), torch.no_grad():
+            return torch.export.export(module.eval(), x)
+    except Exception as exc:
+        raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+
+def _lower(fn):
+    try:
+        with _quiet():
+            return fn()
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"ExecuTorch lowering failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+
+#: State-dict prefix of the shared parameters in a single-program method (``HeadsK.model``).
+_SHARED = "model."
+
+
+def lowered_method(model, k: int, kmax: int) -> bytes:
+    """Method ``forward_k<k>`` of the single program, lowered to XNNPACK with non-static linear
+    weights and serialized with ExecuTorch's edge-program serde (a picklable pool task).
+
+    The shared parameters are left out (empty placeholders): :func:`assemble_program` puts
+    the caller's tensors back, so ten methods do not carry ten copies of the weights.
+    """
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.serde import serialize as serde
+
+    name = f"forward_k{k}"
+    program = _trace(heads_program(model.narrow(kmax), k), model.config)
+
+    def lower():
+        edge = to_edge_transform_and_lower(
+            {name: program}, partitioner=[XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)])
+        ep = edge.exported_program(name)
+        for key in list(ep.state_dict):
+            if key.startswith(_SHARED):
+                ep.state_dict[key] = torch.empty(0)
+        buf = io.BytesIO()
+        serde.save(ep, buf)
+        return buf.getvalue()
+
+    return _lower(lower)
+
+
+def assemble_program(methods: dict, model):
+    """One ExecuTorch program from methods lowered separately (:func:`lowered_method`).
+
+    Each method's shared-parameter placeholders are replaced by ``model``'s tensors (the same
+    tensor objects in every method, one copy in memory; the emitter stores them once).
+    """
+    from executorch.exir import EdgeProgramManager
+    from executorch.exir.serde import serialize as serde
+
+    params = {n: t.detach() for n, t in model.state_dict().items()}
+    programs = {}
+    for name, blob in methods.items():
+        ep = serde.load(io.BytesIO(blob))
+        shapes = {ep.graph_signature.inputs_to_parameters.get(n.name, ep.graph_signature.inputs_to_buffers.get(n.name)):
+                  tuple(n.meta["val"].shape) for n in ep.graph.nodes if n.op == "placeholder" and "val" in n.meta}
+        for key in list(ep.state_dict):
+            if key.startswith(_SHARED):
+                src = params.get(key[len(_SHARED):])
+                if src is None or tuple(src.shape) != shapes.get(key):
+                    raise ExportError(f"method {name}: parameter {key} {shapes.get(key)} does not match the model "
+                                      f"being exported ({None if src is None else tuple(src.shape)})")
+                ep.state_dict[key] = src
+        programs[name] = ep
+    return EdgeProgramManager(programs).to_executorch()
 
 
 @register_exporter
@@ -150,51 +220,36 @@ class ExecuTorchExporter(Exporter):
         return ([TensorSpec("image", [1, cfg.in_chans, cfg.img_size, cfg.img_size], "float32", "normalised RGB image, NCHW")],
                 [TensorSpec("logits", [1, cfg.num_classes], "float32", "class scores (pre-softmax)")])
 
-    def _trace(self, module, cfg):
-        import torch
-
-        x = (torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
-        try:
-            with _quiet(), torch.no_grad():
-                return torch.export.export(module.eval(), x)
-        except Exception as exc:
-            raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-
-    def _lower(self, programs: dict, static_methods=None):
-        try:
-            with _quiet():
-                return lower_programs(programs, static_methods)
-        except Exception as exc:
-            raise ExportError(f"ExecuTorch lowering failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-
-    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None) -> list[ArtifactRecord]:
+    def export_k(self, model, k, out_dir) -> ArtifactRecord:
         self.require("export")
-        cfg = model.config
-        out_dir = Path(out_dir)
-        inputs, outputs = self._specs(cfg)
-        records = []
-        if mode == "per-k":
-            from .xnnpack_graph import xnnpack_friendly  # one XNNPACK partition: see its docstring
+        from .xnnpack_graph import xnnpack_friendly  # one XNNPACK partition: see its docstring
 
-            for k in heads:
-                prog = self._lower({PER_K_METHOD: self._trace(xnnpack_friendly(model.subnet(k)), cfg)})
-                (out_dir / self.per_k_filename(k)).write_bytes(prog.buffer)
-                records.append(ArtifactRecord(k, self.per_k_filename(k), PER_K_METHOD, "method", "per-k", inputs, outputs))
-                if progress:
-                    progress(f"k={k}")
-            return records
-        model = model.narrow(max(heads))  # the first max(heads) heads: a subset stores only what it uses
-        programs = {}
-        for k in heads:
-            programs[self.entry_name(k)] = self._trace(heads_program(model, k), cfg)
-            if progress:
-                progress(f"traced k={k}")
-        prog = self._lower(programs, static_methods=set())
-        (out_dir / self.single_filename).write_bytes(prog.buffer)
-        for k in heads:
-            records.append(ArtifactRecord(k, self.single_filename, self.entry_name(k), "method", "single", inputs, outputs,
-                                          extra={"method": self.entry_name(k)}))
-        return records
+        cfg = model.config
+        prog = _lower(lambda: lower_programs({PER_K_METHOD: _trace(xnnpack_friendly(model.subnet(k)), cfg)}))
+        (Path(out_dir) / self.per_k_filename(k)).write_bytes(prog.buffer)
+        inputs, outputs = self._specs(cfg)
+        return ArtifactRecord(k, self.per_k_filename(k), PER_K_METHOD, "method", "per-k", inputs, outputs)
+
+    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
+        self.require("export")
+        import functools
+
+        from .parallel import ExportPool
+
+        if mode == "per-k":
+            return self.export_per_k(model, heads, out_dir, progress, pool)
+        cfg = model.config
+        kmax = max(heads)
+        pool = pool if pool is not None else ExportPool(model.narrow(kmax), 1)
+        # Each method is lowered on its own (in the pool's workers) and comes back serialized; one
+        # EdgeProgramManager then emits them as one program, storing the shared weights once.
+        parts = pool.map(functools.partial(lowered_method, kmax=kmax), heads, progress, label="executorch k={k}")
+        prog = _lower(lambda: assemble_program({self.entry_name(k): parts[k] for k in heads}, model.narrow(kmax)))
+        (Path(out_dir) / self.single_filename).write_bytes(prog.buffer)
+        inputs, outputs = self._specs(cfg)
+        return [ArtifactRecord(k, self.single_filename, self.entry_name(k), "method", "single", inputs, outputs,
+                               extra={"method": self.entry_name(k)})
+                for k in heads]
 
     # ---- runtime ---------------------------------------------------------------------
     def _method(self, path: Path, name: str):

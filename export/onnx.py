@@ -125,6 +125,11 @@ def export_onnx_proto(module, config, opset: Optional[int] = None):
     return prog.model_proto
 
 
+def subnet_proto(model, k: int):
+    """The per-k ONNX graph of ``model.subnet(k)`` (a picklable :class:`~.parallel.ExportPool` task)."""
+    return export_onnx_proto(model.subnet(k), model.config)
+
+
 def _save(proto, path: Path) -> None:
     import onnx
 
@@ -340,38 +345,34 @@ class OnnxExporter(Exporter):
             inputs.append(TensorSpec(_HEADS_INPUT, [1], "int64", "head count k of the subnetwork to run"))
         return inputs, [TensorSpec("logits", ["batch", cfg.num_classes], "float32", "class scores (pre-softmax)")]
 
-    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None) -> list[ArtifactRecord]:
+    def export_k(self, model, k, out_dir) -> ArtifactRecord:
+        self.require("export")
+        _save(subnet_proto(model, k), Path(out_dir) / self.per_k_filename(k))
+        inputs, outputs = self._specs(model.config, False)
+        return ArtifactRecord(k, self.per_k_filename(k), None, "graph", "per-k", inputs, outputs)
+
+    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
         self.require("export")
         import hydravit_edge
 
-        cfg = model.config
-        out_dir = Path(out_dir)
-        records = []
+        from .parallel import ExportPool
+
         if mode == "per-k":
-            inputs, outputs = self._specs(cfg, False)
-            for k in heads:
-                proto = export_onnx_proto(model.subnet(k), cfg)
-                _save(proto, out_dir / self.per_k_filename(k))
-                records.append(ArtifactRecord(k, self.per_k_filename(k), None, "graph", "per-k", inputs, outputs))
-                del proto
-                if progress:
-                    progress(f"k={k}")
-            return records
+            return self.export_per_k(model, heads, out_dir, progress, pool)
+        cfg = model.config
         model = model.narrow(max(heads))  # the first max(heads) heads: a subset stores only what it uses
+        pool = pool if pool is not None else ExportPool(model, 1)
         merger = _Merger(model)
-        for k in heads:
-            merger.add(k, export_onnx_proto(model.subnet(k), cfg))
-            if progress:
-                progress(f"k={k}")
+        # per-k graphs in the pool's workers; merged here in k order (the merge is quick)
+        for k, proto in pool.map(subnet_proto, heads, progress, label="onnx k={k}").items():
+            merger.add(k, proto)
         proto = merger.build(heads, f"hydravit-edge {hydravit_edge.__version__}")
-        _save(proto, out_dir / self.single_filename)
+        _save(proto, Path(out_dir) / self.single_filename)
         inputs, outputs = self._specs(cfg, True)
-        for k in heads:
-            records.append(ArtifactRecord(
-                k, self.single_filename, None, "graph+input", "single", inputs, outputs,
-                extra={"heads_input": _HEADS_INPUT, "heads_value": [k], "branch": f"k{k}",
-                       "branch_local_bytes": merger.local_bytes[k]}))
-        return records
+        return [ArtifactRecord(k, self.single_filename, None, "graph+input", "single", inputs, outputs,
+                               extra={"heads_input": _HEADS_INPUT, "heads_value": [k], "branch": f"k{k}",
+                                      "branch_local_bytes": merger.local_bytes[k]})
+                for k in heads]
 
     # ---- runtime ---------------------------------------------------------------------
     def _session(self, path: Path):

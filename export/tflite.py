@@ -216,8 +216,27 @@ class TFLiteExporter(Exporter):
             msg = str(exc).strip().splitlines()
             raise ExportError(f"litert-torch conversion failed: {type(exc).__name__}: {msg[0] if msg else ''}") from exc
 
-    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None) -> list[ArtifactRecord]:
+    def export_k(self, model, k, out_dir) -> ArtifactRecord:
         self.require("export")
+        import torch
+
+        litert_torch = _import("litert_torch", "export")
+        cfg = model.config
+        example = {"image": torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size)}
+        vit = model.subnet(k).eval()
+        fname = self.per_k_filename(k)
+        Program = _modules()
+        self._convert(lambda: litert_torch.signature(self.per_k_signature, Program(vit).eval(), sample_kwargs=example),
+                      Path(out_dir) / fname)
+        inputs, outputs = self._specs(cfg)
+        return ArtifactRecord(k, fname, None, "graph", "per-k", inputs, outputs,
+                              extra={"signature": self.per_k_signature,
+                                     "weight_params": sum(p.numel() for p in vit.parameters())})
+
+    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
+        self.require("export")
+        if mode == "per-k":
+            return self.export_per_k(model, heads, out_dir, progress, pool)
         import torch
 
         litert_torch = _import("litert_torch", "export")
@@ -226,54 +245,37 @@ class TFLiteExporter(Exporter):
         Program = _modules()
         example = {"image": torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size)}
         inputs, outputs = self._specs(cfg)
+        narrowed = model.narrow(max(heads))
+        n_params = sum(p.numel() for p in narrowed.parameters())
+        if narrowed.head_k is not None:
+            n_params -= narrowed.head.weight.numel() + narrowed.head.bias.numel()
 
-        if mode == "single":
-            narrowed = model.narrow(max(heads))
-            n_params = sum(p.numel() for p in narrowed.parameters())
-            if narrowed.head_k is not None:
-                n_params -= narrowed.head.weight.numel() + narrowed.head.bias.numel()
+        def build():
+            conv = litert_torch.Converter()
+            for k in heads:
+                conv.signature(self.entry_name(k), Program(narrowed, k).eval(), sample_kwargs=example)
+            return conv
 
-            def build():
-                conv = litert_torch.Converter()
-                for k in heads:
-                    conv.signature(self.entry_name(k), Program(narrowed, k).eval(), sample_kwargs=example)
-                return conv
-
-            path = out_dir / self.single_filename
-            self._convert(build, path, lightweight_conversion=True, runtime_constant_folding=False,
-                          env={"RESOURCE_CONSTANT_NUMEL_THRESHOLD": str(_RESOURCE_THRESHOLD_BYTES)})
-            info = inspect_tflite(path)
-            limit = SINGLE_WEIGHT_FACTOR * 4 * n_params + 65536
-            if info["weight_bytes_total"] <= limit:
-                if progress:
-                    for k in heads:
-                        progress(f"tflite k={k}")
-                return [ArtifactRecord(k, self.single_filename, self.entry_name(k), "signature", "single", inputs, outputs,
-                                       extra={"signature": self.entry_name(k), "weight_params": n_params,
-                                              "weights": "shared full-size buffers, sliced at run time"})
-                        for k in heads]
-            path.unlink()
-            note = (f"litert-torch {self.versions().get('litert-torch')} stored the weights of each signature separately "
-                    f"({info['weight_bytes_total']} bytes for {4 * n_params} bytes of parameters), so the single "
-                    "TFLite file was replaced by per-k files")
-        else:
-            note = None
-
-        records = []
-        for k in heads:
-            vit = model.subnet(k).eval()
-            fname = self.per_k_filename(k)
-
-            def build(vit=vit):
-                return litert_torch.signature(self.per_k_signature, Program(vit).eval(), sample_kwargs=example)
-
-            self._convert(build, out_dir / fname)
-            records.append(ArtifactRecord(k, fname, None, "graph", "per-k", inputs, outputs,
-                                          extra={"signature": self.per_k_signature,
-                                                 "weight_params": sum(p.numel() for p in vit.parameters())},
-                                          notes=[note] if note else []))
+        path = out_dir / self.single_filename
+        self._convert(build, path, lightweight_conversion=True, runtime_constant_folding=False,
+                      env={"RESOURCE_CONSTANT_NUMEL_THRESHOLD": str(_RESOURCE_THRESHOLD_BYTES)})
+        info = inspect_tflite(path)
+        limit = SINGLE_WEIGHT_FACTOR * 4 * n_params + 65536
+        if info["weight_bytes_total"] <= limit:
             if progress:
-                progress(f"tflite k={k}")
+                for k in heads:
+                    progress(f"tflite k={k}")
+            return [ArtifactRecord(k, self.single_filename, self.entry_name(k), "signature", "single", inputs, outputs,
+                                   extra={"signature": self.entry_name(k), "weight_params": n_params,
+                                          "weights": "shared full-size buffers, sliced at run time"})
+                    for k in heads]
+        path.unlink()
+        note = (f"litert-torch {self.versions().get('litert-torch')} stored the weights of each signature separately "
+                f"({info['weight_bytes_total']} bytes for {4 * n_params} bytes of parameters), so the single "
+                "TFLite file was replaced by per-k files")
+        records = self.export_per_k(model, heads, out_dir, progress, pool)
+        for r in records:
+            r.notes.append(note)
         return records
 
     # ---- runtime ---------------------------------------------------------------------

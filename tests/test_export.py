@@ -200,7 +200,7 @@ class _Fake(Exporter):
     wrong = False
     fail_after_write = False
 
-    def export(self, model, heads, out_dir, mode, progress=None):
+    def export(self, model, heads, out_dir, mode, progress=None, pool=None):
         recs = []
         for k in heads:
             f = self.single_filename if mode == "single" else self.per_k_filename(k)
