@@ -323,8 +323,8 @@ def export_model(
     ``heads``: "3..12", "3,6,12", an int or an iterable (default: every k the model has).
     ``targets``: "all" (every registered target whose dependencies are installed), a name
     ("onnx", "executorch", "coreml", "tflite"), "a,b" or a list.  ``mode``: "single" or "per-k".
-    ``jobs``: worker processes for the per-k work (default: one per core for models of 20M+
-    parameters, as memory allows; see :mod:`.parallel`).
+    ``jobs``: worker processes for the per-k work (default per target: one per core as memory
+    allows, see :func:`.parallel.auto_jobs` and :attr:`.base.Exporter.parallel_min_params`).
     Returns an :class:`ExportReport`; raises :class:`ValidationError` (with ``.report``) when an
     artifact disagrees with PyTorch, and other :class:`HydraEdgeError`\\ s for user errors.
     """
@@ -361,9 +361,8 @@ def export_model(
     exporters, skipped = resolve_targets(targets, mode)
     out_dir = Path(out) if out is not None else _default_out(ckpt, exporters, skipped, mode)
 
-    n_jobs = jobs if jobs is not None else auto_jobs(model, len(ks))
-    with _staging(out_dir, force) as tmp, _Progress(show_progress) as progress, \
-            ExportPool(model.narrow(max(ks)), n_jobs) as pool:
+    narrowed = model.narrow(max(ks))  # what the pool's workers hold
+    with _staging(out_dir, force) as tmp, _Progress(show_progress) as progress:
         reference = _reference(model, ks, batch, seed)
         reference.save(tmp / Reference.FILE)
         manifest: dict[str, Any] = {
@@ -393,8 +392,10 @@ def export_model(
             tdir = tmp / ex.name
             tdir.mkdir()
             step = progress.task(f"export {ex.name} ({mode})", len(ks))
+            n_jobs = jobs if jobs is not None else auto_jobs(model, len(ks), ex.parallel_min_params)
             t0 = time.perf_counter()
-            records = ex.export(model, ks, tdir, mode, progress=step, pool=pool)
+            with ExportPool(narrowed, n_jobs) as pool:
+                records = ex.export(model, ks, tdir, mode, progress=step, pool=pool)
             export_s = time.perf_counter() - t0
             _check_records(ex, records, ks, tdir)
             target_results: list[ValidationResult] = []

@@ -413,6 +413,9 @@ class Exporter:
     precision: ClassVar[str] = "fp32"
     #: seconds the validation subprocess may take (all ks).
     validation_timeout: ClassVar[float] = 1800.0
+    #: by default (no ``--jobs``), models with fewer parameters export in one process: below
+    #: this size a worker's start-up costs more than the per-k work it takes over.
+    parallel_min_params: ClassVar[int] = 20_000_000
 
     # ---- names ------------------------------------------------------------------------
     def per_k_filename(self, k: int) -> str:

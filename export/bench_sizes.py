@@ -183,13 +183,12 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
     img = [1, cfg.in_chans, cfg.img_size, cfg.img_size]
     result: dict[str, Any] = {"config": cfg.to_dict(), "heads": list(ks), "latency_heads": list(lat_ks), "runs": runs,
                               "rounds": rounds, "threads": threads, "targets": {}}
-    n_jobs = jobs if jobs is not None else auto_jobs(model, len(ks))
-    result["export_jobs"] = n_jobs
     try:
         for name in names:
             ex = get_exporter(name)
+            n_jobs = jobs if jobs is not None else auto_jobs(model, len(ks), ex.parallel_min_params)
             kind = name
-            tres: dict[str, Any] = {"export_s": {}, "files": {}}
+            tres: dict[str, Any] = {"export_s": {}, "files": {}, "export_jobs": n_jobs}
             dirs = {}
             for mode in ("per-k", "single"):
                 d = tmp_root / name / mode

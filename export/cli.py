@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(8, "--batch", help="Validation batch size (fixed random inputs)."),
         jobs: Optional[int] = typer.Option(
             None, "--jobs", "-j",
-            help="Worker processes for the per-k export work (default: one per core for models of 20M+ "
-                 "parameters, as memory allows; 1 for small models)."),
+            help="Worker processes for the per-k export work (default: one per core as memory allows; for "
+                 "targets other than ExecuTorch only for models of 20M+ parameters)."),
     ) -> None:
         """Export HydraViT for on-device runtimes, validate every artifact against PyTorch, write manifest.json."""
         from hydravit_edge.errors import UsageError

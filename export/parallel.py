@@ -65,14 +65,15 @@ def _available_bytes() -> Optional[float]:
     return None
 
 
-def auto_jobs(model, tasks: int) -> int:
+def auto_jobs(model, tasks: int, min_params: int = PARALLEL_MIN_PARAMS) -> int:
     """Worker processes for ``tasks`` independent per-k exports of ``model``.
 
     One per CPU core, at most one per task, as many as the available memory holds (see
-    :data:`WORKER_MEMORY_FACTOR`), and 1 for models under :data:`PARALLEL_MIN_PARAMS`.
+    :data:`WORKER_MEMORY_FACTOR`), and 1 for models under ``min_params`` (a target's
+    :attr:`~.base.Exporter.parallel_min_params`).
     """
     params = sum(p.numel() for p in model.parameters())
-    if tasks < 2 or params < PARALLEL_MIN_PARAMS:
+    if tasks < 2 or params < min_params:
         return 1
     jobs = min(cpu_count(), tasks)
     avail = _available_bytes()

@@ -18,7 +18,7 @@ from hydravit_edge.cli import main
 from hydravit_edge.errors import UsageError
 from hydravit_edge.export import parallel
 from hydravit_edge.export.api import export_model
-from hydravit_edge.export.base import ExportError, path_sha256
+from hydravit_edge.export.base import ExportError, get_exporter, path_sha256
 from hydravit_edge.export.parallel import ExportPool, auto_jobs, per_k_task
 
 CFG = HydraConfig(img_size=16, patch_size=8, depth=1, num_heads=4, head_dim=32, num_classes=5)
@@ -104,6 +104,8 @@ def test_auto_jobs(monkeypatch):
     assert auto_jobs(big, 3) == 3  # never more workers than tasks
     assert auto_jobs(big, 1) == 1
     assert auto_jobs(_Big(5_000_000), 10) == 1  # small models: start-up would cost more than it saves
+    assert auto_jobs(_Big(5_000_000), 10, min_params=0) == 8  # a target whose per-k work is always slow
+    assert get_exporter("executorch").parallel_min_params == 0 and get_exporter("onnx").parallel_min_params > 10**7
     monkeypatch.setattr(parallel, "_available_bytes", lambda: 9e9)
     assert auto_jobs(big, 10) == 2  # as many as memory holds
     monkeypatch.setattr(parallel, "_available_bytes", lambda: 3e9)
