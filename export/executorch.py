@@ -243,11 +243,12 @@ class ExecuTorchExporter(Exporter):
             return self.export_per_k(model, heads, out_dir, progress, pool)
         cfg = model.config
         kmax = max(heads)
-        pool = pool if pool is not None else ExportPool(model.narrow(kmax), 1)
+        narrowed = model.narrow(kmax)  # the first kmax heads: a subset stores only what it uses
+        pool = pool if pool is not None else ExportPool(narrowed, 1)
         # Each method is lowered on its own (in the pool's workers) and comes back serialized; one
         # EdgeProgramManager then emits them as one program, storing the shared weights once.
         parts = pool.map(functools.partial(lowered_method, kmax=kmax), heads, progress, label="executorch k={k}")
-        prog = _lower(lambda: assemble_program({self.entry_name(k): parts[k] for k in heads}, model.narrow(kmax)))
+        prog = _lower(lambda: assemble_program({self.entry_name(k): parts[k] for k in heads}, narrowed))
         (Path(out_dir) / self.single_filename).write_bytes(prog.buffer)
         inputs, outputs = self._specs(cfg)
         return [ArtifactRecord(k, self.single_filename, self.entry_name(k), "method", "single", inputs, outputs,

@@ -7,7 +7,7 @@ ten minutes in one process.  The k are independent, so an :class:`ExportPool` ru
 ``jobs`` worker processes (plain ``python`` subprocesses fed pickled tasks over a pipe; each
 loads the model once, memory-mapped from a temporary file) and targets ask it for per-k results::
 
-    results = pool.map(functools.partial(_export_one_file, out_dir=str(out_dir)), heads, progress)
+    records = pool.map(functools.partial(per_k_task, target="onnx", out_dir=str(out_dir)), heads, progress)
 
 ``fn(model, k)`` must be a module-level function (or a ``functools.partial`` of one) so it can
 be pickled, and its result must pickle (bytes, records, protobufs).  With ``jobs == 1`` the
