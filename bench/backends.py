@@ -319,8 +319,10 @@ class _EtSession(Session):
     def __init__(self, backend, path, records, threads):
         super().__init__(backend, path, records)
         import torch  # executorch's Python runtime takes torch tensors
-        from executorch.runtime import Runtime
 
+        from hydravit_edge.executorch_runtime import import_runtime
+
+        runtime = import_runtime()
         self._torch = torch
         if threads:
             try:
@@ -330,7 +332,7 @@ class _EtSession(Session):
             except (ImportError, AttributeError):
                 pass
         try:
-            self.program = Runtime.get().load_program(Path(path))
+            self.program = runtime.Runtime.get().load_program(Path(path))
         except Exception as exc:
             raise BackendError(f"{path}: ExecuTorch cannot load it ({str(exc).strip()[:300]})") from None
         self.methods: dict[int, Any] = {}
@@ -356,7 +358,13 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
     target = "executorch"
     modules = ("executorch",)
-    runtime_imports = ("torch", "executorch.runtime", "executorch.extension.pybindings.portable_lib")
+    runtime_imports = ("torch",)
+
+    def preload(self) -> None:
+        super().preload()
+        from hydravit_edge.executorch_runtime import import_runtime
+
+        import_runtime().Runtime.get()  # without ExecuTorch's compiler: see hydravit_edge.executorch_runtime
 
     def compute_label(self, device, details=None):
         delegate = str((details or {}).get("delegate", "xnnpack") or "").lower()

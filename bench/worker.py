@@ -54,11 +54,6 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(int(job.get("seed", 0)))
     x1 = rng.standard_normal((1, *shape)).astype(np.float32)
     result: dict[str, Any] = {"k": k, "pid": os.getpid(), "rss_before_load_mb": round(rss_mb(), 2)}
-    if backend.name == "executorch":
-        from executorch.runtime import Runtime
-
-        Runtime.get()  # the runtime singleton (kernel and backend registries), created once per process
-
     # 1. load
     t0 = time.perf_counter()
     session = backend.open(Path(job["path"]) if job.get("path") else None, job["records"], threads=threads,

@@ -257,11 +257,11 @@ class ExecuTorchExporter(Exporter):
 
     # ---- runtime ---------------------------------------------------------------------
     def _method(self, path: Path, name: str):
-        from executorch.runtime import Runtime
+        from hydravit_edge.executorch_runtime import import_runtime
 
         key = str(path)
         if key not in self._programs:
-            self._programs[key] = Runtime.get().load_program(key)
+            self._programs[key] = import_runtime().Runtime.get().load_program(key)
         if (key, name) not in self._methods:
             self._methods[(key, name)] = self._programs[key].load_method(name)
         return self._methods[(key, name)]

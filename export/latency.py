@@ -51,8 +51,10 @@ def main(argv: list[str]) -> int:
             return lambda: sess.run(["logits"], feed)
     elif job["kind"] == "executorch":
         import torch
-        from executorch.runtime import Runtime
 
+        from hydravit_edge.executorch_runtime import import_runtime
+
+        Runtime = import_runtime().Runtime  # first: it imports portable_lib without ExecuTorch's compiler
         from executorch.extension.pybindings import portable_lib
 
         if threads:
