@@ -119,3 +119,29 @@ print(json.dumps({{"light": light, "logits": out.tolist()}}))
     with torch.no_grad():
         want = model(torch.ones(1, 3, 16, 16), heads=4).numpy()
     np.testing.assert_allclose(np.asarray(got["logits"]), want, atol=1e-4)
+
+
+def test_runtime_import_falls_back_to_the_ordinary_import():
+    """If a future runtime needs more of ``executorch.exir`` than the stand-in gives, the stand-in is
+    undone and the runtime is imported the ordinary way (compiler included)."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib.abc, sys
+class FailOnce(importlib.abc.MetaPathFinder):
+    failed = False
+    def find_spec(self, name, path=None, target=None):
+        if name == "executorch.exir._warnings" and not FailOnce.failed:
+            FailOnce.failed = True
+            raise ImportError("simulated: the runtime needs more of exir")
+        return None
+sys.meta_path.insert(0, FailOnce())
+from hydravit_edge.executorch_runtime import import_runtime
+rt = import_runtime()
+assert FailOnce.failed
+print(rt.Runtime.__name__, type(sys.modules["executorch.exir"]).__name__, "executorch.exir.program" in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-3:] == ["Runtime", "module", "True"]
