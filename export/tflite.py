@@ -51,6 +51,10 @@ SINGLE_WEIGHT_FACTOR = 1.10
 _RESOURCE_THRESHOLD_BYTES = 1024
 _EXTRA = "tflite"
 
+#: shown with every shared-weight single export (CLI summary, manifest)
+SINGLE_SPEED_NOTE = ("weights stored once, but sliced at run time so XNNPACK cannot prepack them: 1.5-4x the "
+                     "latency of per-k files on CPU (12-head model); --mode per-k for speed")
+
 
 def _import(module: str, purpose: str):
     import importlib
@@ -267,7 +271,8 @@ class TFLiteExporter(Exporter):
                     progress(f"tflite k={k}")
             return [ArtifactRecord(k, self.single_filename, self.entry_name(k), "signature", "single", inputs, outputs,
                                    extra={"signature": self.entry_name(k), "weight_params": n_params,
-                                          "weights": "shared full-size buffers, sliced at run time"})
+                                          "weights": "shared full-size buffers, sliced at run time"},
+                                   notes=[SINGLE_SPEED_NOTE])
                     for k in heads]
         path.unlink()
         note = (f"litert-torch {self.versions().get('litert-torch')} stored the weights of each signature separately "

@@ -41,6 +41,9 @@ def test_single_pte_has_a_method_per_k_and_matches_pytorch(et_exports):
     assert all(r.status is Status.PASSED and r.max_abs_err <= 1e-4 and r.top1_agreement == 1.0 for r in runtime)
     t = load_manifest(rep.out_dir)["targets"]["executorch"]
     assert t["mode"] == "single" and [f["path"] for f in t["files"]] == ["executorch/hydravit.pte"]
+    from hydravit_edge.export.executorch import SINGLE_SPEED_NOTE
+
+    assert t["notes"] == [SINGLE_SPEED_NOTE]  # the CLI prints it with the export summary
     assert [(a["k"], a["entry"], a["entry_kind"]) for a in t["artifacts"]] == [(2, "forward_k2", "method"),
                                                                                 (4, "forward_k4", "method")]
     assert get_exporter("executorch").entry_name(7) == "forward_k7"
@@ -57,6 +60,7 @@ def test_per_k_pte_files(et_exports):
     t = load_manifest(rep.out_dir)["targets"]["executorch"]
     assert [f["path"] for f in t["files"]] == ["executorch/k4.pte"]
     assert {a["entry"] for a in t["artifacts"]} == {"forward"}
+    assert t["notes"] == []
     for f in t["files"]:
         assert f["sha256"] == path_sha256(rep.out_dir / f["path"])
 

@@ -33,7 +33,10 @@ def _by_check(results, check):
 
 def _check_single(single):
     target = single.manifest["targets"]["tflite"]
-    assert target["mode"] == "single" and target["notes"] == []
+    from hydravit_edge.export.tflite import SINGLE_SPEED_NOTE
+
+    # no fallback note: only the speed trade-off the user is told about
+    assert target["mode"] == "single" and target["notes"] == [SINGLE_SPEED_NOTE]
     assert [f["path"] for f in target["files"]] == ["tflite/hydravit.tflite"]
     assert [(a["k"], a["entry"]) for a in target["artifacts"]] == [(1, "k1"), (3, "k3")]
     runtime = _by_check(single.results, "runtime")
