@@ -475,6 +475,16 @@ class Exporter:
                         label=f"{self.name} k={{k}}")
         return [done[k] for k in heads]
 
+    @staticmethod
+    def single_pool(model: Any, heads: Sequence[int], pool: Any = None) -> tuple[Any, Any]:
+        """``(pool, narrowed)`` for a single artifact: the pool (an in-process one without it) and
+        the model narrowed to ``max(heads)`` that the pool holds (a subset stores only what it uses)."""
+        from .parallel import ExportPool
+
+        if pool is None:
+            pool = ExportPool(model.narrow(max(heads)), 1)
+        return pool, pool.model
+
     def predict(self, path: Path, record: ArtifactRecord, inputs: np.ndarray) -> np.ndarray:
         """Run ``record``'s entry of the artifact at ``path`` on ``inputs`` (in the runner process)."""
         raise NotImplementedError(f"target {self.name} cannot run its artifacts here")

@@ -240,14 +240,11 @@ class ExecuTorchExporter(Exporter):
         self.require("export")
         import functools
 
-        from .parallel import ExportPool
-
         if mode == "per-k":
             return self.export_per_k(model, heads, out_dir, progress, pool)
         cfg = model.config
         kmax = max(heads)
-        narrowed = model.narrow(kmax)  # the first kmax heads: a subset stores only what it uses
-        pool = pool if pool is not None else ExportPool(narrowed, 1)
+        pool, narrowed = self.single_pool(model, heads, pool)
         # Each method is lowered on its own (in the pool's workers) and comes back serialized; one
         # EdgeProgramManager then emits them as one program, storing the shared weights once.
         parts = pool.map(functools.partial(lowered_method, kmax=kmax), heads, progress, label="executorch k={k}")

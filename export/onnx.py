@@ -355,14 +355,11 @@ class OnnxExporter(Exporter):
         self.require("export")
         import hydravit_edge
 
-        from .parallel import ExportPool
-
         if mode == "per-k":
             return self.export_per_k(model, heads, out_dir, progress, pool)
         cfg = model.config
-        model = model.narrow(max(heads))  # the first max(heads) heads: a subset stores only what it uses
-        pool = pool if pool is not None else ExportPool(model, 1)
-        merger = _Merger(model)
+        pool, narrowed = self.single_pool(model, heads, pool)
+        merger = _Merger(narrowed)
         # per-k graphs in the pool's workers; merged here in k order (the merge is quick)
         for k, proto in pool.map(subnet_proto, heads, progress, label="onnx k={k}").items():
             merger.add(k, proto)

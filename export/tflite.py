@@ -249,7 +249,7 @@ class TFLiteExporter(Exporter):
         Program = _modules()
         example = {"image": torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size)}
         inputs, outputs = self._specs(cfg)
-        narrowed = model.narrow(max(heads))
+        pool, narrowed = self.single_pool(model, heads, pool)
         n_params = sum(p.numel() for p in narrowed.parameters())
         if narrowed.head_k is not None:
             n_params -= narrowed.head.weight.numel() + narrowed.head.bias.numel()
