@@ -91,7 +91,7 @@ def bench_run(
     exports_root: Path = typer.Option(DEFAULT_EXPORTS, "--exports-root", help="Where to look for the newest export."),
     config_name: Optional[str] = typer.Option(None, "--config", help="--backend torch without an export: named config (base or tiny)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="--backend torch: weights (default: random; latency does not depend on them)."),
-    accuracy: Optional[bool] = typer.Option(None, "--accuracy/--no-accuracy", help="Measure top-1 on the digits held-out split (default: for digits models)."),
+    accuracy: Optional[bool] = typer.Option(None, "--accuracy/--no-accuracy", help="Measure top-1 on the held-out split of the dataset the model was trained on (default: when that data is here; never on another dataset)."),
 ) -> None:
     """Benchmark every k of every artifact in an export; writes reports/DEVICE.json after every row."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

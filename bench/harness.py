@@ -29,7 +29,7 @@ from . import report as rep
 from .backends import Backend, backends, env_threads, get_backend
 
 __all__ = ["BenchSettings", "Job", "BenchOutcome", "plan_jobs", "run_job", "job_row", "run_bench",
-           "digits_eval_set", "DEFAULT_RUNS", "DEFAULT_WARMUP", "DEFAULT_BATCH", "CUDA_BATCH"]
+           "DEFAULT_RUNS", "DEFAULT_WARMUP", "DEFAULT_BATCH", "CUDA_BATCH"]
 
 DEFAULT_RUNS = 30
 DEFAULT_WARMUP = 5
@@ -230,19 +230,6 @@ def job_row(job: Job, result: dict, settings: BenchSettings, backend: Backend, p
     return row
 
 
-def digits_eval_set(img_size: int, mean: Sequence[float], std: Sequence[float]):
-    """The digits held-out split (the training engineer's fixed split) as normalised float32 NCHW + labels."""
-    import numpy as np
-
-    from hydravit_edge.train.data import DigitsDataset
-
-    ds = DigitsDataset("val", img_size)
-    x = ds.images.numpy().astype(np.float32)
-    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return ((x - m) / s).astype(np.float32), ds.targets.numpy().astype(np.int64)
-
-
 def _load_checked(export_dir: Path) -> ExportManifest:
     """The manifest, checked against the export's JSON schema (the export engineer's loader)."""
     from hydravit_edge.export.api import load_manifest
@@ -250,11 +237,6 @@ def _load_checked(export_dir: Path) -> ExportManifest:
     manifest = ExportManifest.load(export_dir)  # clear messages for a missing dir / manifest
     load_manifest(manifest.dir)
     return manifest
-
-
-def _is_digits_model(manifest: ExportManifest) -> bool:
-    labels = manifest.labels
-    return manifest.num_classes == 10 and (labels is None or list(labels) == [str(i) for i in range(10)])
 
 
 def _profile_rows(config: dict, ks: Sequence[int]) -> dict[int, Any]:
@@ -360,18 +342,26 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
 
     acc_spec = None
     tmpdir = None
-    want_acc = accuracy if accuracy is not None else (manifest is not None and _is_digits_model(manifest))
-    if want_acc:
-        if manifest is None or not _is_digits_model(manifest):
-            raise UsageError("--accuracy: only digits models (10 classes '0'..'9') can be evaluated by bench")
+    if accuracy is not False and manifest is not None:
         import numpy as np
 
-        tmpdir = tempfile.TemporaryDirectory(prefix="hydravit-bench-data-")
-        x, y = digits_eval_set(img, manifest.mean, manifest.std)
-        np.save(Path(tmpdir.name) / "images.npy", x)
-        np.save(Path(tmpdir.name) / "labels.npy", y)
-        acc_spec = {"images": str(Path(tmpdir.name) / "images.npy"), "labels": str(Path(tmpdir.name) / "labels.npy"),
-                    "dataset": "digits-heldout"}
+        from hydravit_edge.transform import EvalTransform
+
+        from .accuracy import heldout_set
+
+        held, why = heldout_set(manifest.data, manifest.labels or [str(i) for i in range(manifest.num_classes)],
+                                EvalTransform.from_spec(manifest.input, manifest.config))
+        if held is None and accuracy:
+            raise UsageError(f"--accuracy: {why.removeprefix('no accuracy: ')}")
+        emit("note", why)
+        if held is not None:
+            tmpdir = tempfile.TemporaryDirectory(prefix="hydravit-bench-data-")
+            np.save(Path(tmpdir.name) / "images.npy", held.images)
+            np.save(Path(tmpdir.name) / "labels.npy", held.labels)
+            acc_spec = {"images": str(Path(tmpdir.name) / "images.npy"),
+                        "labels": str(Path(tmpdir.name) / "labels.npy"), "dataset": held.name}
+    elif accuracy:
+        raise UsageError("--accuracy needs an export (its manifest names the model's dataset)")
 
     rows, failures = [], []
     by_name = {b.name: b for b in blist}

@@ -208,11 +208,11 @@ def _file_entries(root: Path, sub: Path) -> list[dict[str, Any]]:
 
 
 def _input_spec(cfg) -> dict[str, Any]:
+    """The input and the model's own evaluation transform (the one it was validated with)."""
     return {
         "name": "image", "layout": "NCHW", "dtype": "float32",
         "shape": [1, cfg.in_chans, cfg.img_size, cfg.img_size], "img_size": cfg.img_size, "channels": cfg.in_chans,
-        "color_order": "RGB", "scale": 1.0 / 255.0, "mean": list(cfg.mean), "std": list(cfg.std),
-        "preprocessing": "resize to img_size x img_size, x = (pixel / 255 - mean[c]) / std[c], layout NCHW, float32",
+        "color_order": "RGB", "scale": 1.0 / 255.0, **cfg.eval_transform.to_spec(),
     }
 
 
@@ -317,6 +317,7 @@ def export_model(
     seed: int = 0,
     show_progress: bool = False,
     jobs: Optional[int] = None,
+    data: Optional[str] = None,
 ) -> ExportReport:
     """Export ``model`` (a HydraViT) or ``checkpoint`` (default: newest run under ``runs_dir``).
 
@@ -325,11 +326,13 @@ def export_model(
     ("onnx", "executorch", "coreml", "tflite"), "a,b" or a list.  ``mode``: "single" or "per-k".
     ``jobs``: worker processes for the per-k work (default per target: one per core as memory
     allows, see :func:`.parallel.auto_jobs` and :attr:`.base.Exporter.parallel_min_params`).
+    ``data``: the dataset an in-memory ``model`` was trained on ("digits" or an ImageFolder root),
+    recorded in the manifest so that benchmarks measure accuracy on it (a checkpoint records its own).
     Returns an :class:`ExportReport`; raises :class:`ValidationError` (with ``.report``) when an
     artifact disagrees with PyTorch, and other :class:`HydraEdgeError`\\ s for user errors.
     """
     from hydravit_edge import __version__
-    from hydravit_edge.checkpoints import load_checkpoint
+    from hydravit_edge.checkpoints import infer_config, load_state_into, read_checkpoint
     from hydravit_edge.heads import parse_heads
     from hydravit_edge.model import HydraViT
 
@@ -347,10 +350,13 @@ def export_model(
         model, checkpoint = None, model
     if model is None:
         ckpt = Path(checkpoint) if checkpoint is not None else find_checkpoint(runs_dir)
-        model = load_checkpoint(ckpt)
-        source = {"kind": "checkpoint", "path": str(ckpt), "sha256": _file_sha256(ckpt), "bytes": ckpt.stat().st_size}
+        contents = read_checkpoint(ckpt)
+        model = load_state_into(HydraViT(infer_config(contents)), contents)
+        data = data or (contents.metadata or {}).get("data")
+        source = {"kind": "checkpoint", "path": str(ckpt), "sha256": _file_sha256(ckpt), "bytes": ckpt.stat().st_size,
+                  "data": str(data) if data else None}
     elif isinstance(model, HydraViT):
-        source = {"kind": "model", "path": None, "sha256": None, "bytes": None}
+        source = {"kind": "model", "path": None, "sha256": None, "bytes": None, "data": data}
     else:
         raise UsageError(f"model must be a HydraViT, got {type(model).__name__}")
     model = model.eval()

@@ -40,6 +40,10 @@ class HydraConfig:
     drop_path_rate: float = 0.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    #: evaluation transform (timm's convention): resize the shorter side to floor(img_size / crop_pct)
+    #: with ``interpolation``, centre-crop img_size; see :mod:`hydravit_edge.transform`.
+    crop_pct: float = field(default=0.875, compare=False)
+    interpolation: str = field(default="bicubic", compare=False)
     labels: tuple[str, ...] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -58,6 +62,10 @@ class HydraConfig:
             if len(labels) != self.num_classes:
                 raise UsageError(f"{len(labels)} labels given for {self.num_classes} classes")
             object.__setattr__(self, "labels", labels)
+        from .transform import EvalTransform
+
+        EvalTransform(self.img_size, self.crop_pct, self.interpolation)  # checks crop_pct and interpolation
+        object.__setattr__(self, "crop_pct", float(self.crop_pct))
         object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
         object.__setattr__(self, "std", tuple(float(x) for x in self.std))
 
@@ -100,6 +108,13 @@ class HydraConfig:
             raise UsageError(f"heads={k} has no classifier; this model has separate classifiers for k in {list(self.heads)}")
         return k
 
+    @property
+    def eval_transform(self):
+        """The evaluation transform (:class:`~hydravit_edge.transform.EvalTransform`) of this model."""
+        from .transform import EvalTransform
+
+        return EvalTransform.from_config(self)
+
     # ---- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -138,7 +153,8 @@ PRESETS: dict[str, HydraConfig] = {
     # Small model for the embedded 8x8 digits upscaled to 16x16: patch 4 (16 patches + cls),
     # 12 heads of 16 dims, depth 3.  Trains over k = 1..12 in a couple of CPU minutes.
     "tiny": HydraConfig(img_size=16, patch_size=4, in_chans=3, depth=3, num_heads=12, head_dim=16,
-                        num_classes=10, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+                        num_classes=10, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                        crop_pct=1.0, interpolation="bilinear"),
 }
 
 

@@ -29,11 +29,35 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from .errors import HydraEdgeError, UsageError
+from .transform import EvalTransform
 
 __all__ = ["Runtime", "Prediction", "ExportManifest", "ManifestError", "find_export_dir", "RUNTIME_BACKENDS"]
 
 #: Backends the runtime can use, in order of preference when none is named.
 RUNTIME_BACKENDS = ("onnxruntime", "executorch", "tflite")
+
+
+def _is_image(x: Any) -> bool:
+    """A path or a PIL image (anything the evaluation transform reads as one image)."""
+    if isinstance(x, (str, os.PathLike)):
+        return True
+    return type(x).__module__.startswith("PIL.")
+
+
+def _uint8_images(x: np.ndarray) -> list[np.ndarray]:
+    """A uint8 image or batch (HxW, HxWxC, CxHxW, NxHxW, NxHxWxC, NxCxHxW) as a list of HxW(xC) images."""
+    channels = (1, 3, 4)
+    if x.ndim == 2:
+        return [x]
+    if x.ndim == 3:
+        if x.shape[-1] in channels:
+            return [x]
+        if x.shape[0] in channels:
+            return [x.transpose(1, 2, 0)]
+        return list(x)  # N grey images
+    if x.ndim == 4:
+        return list(x if x.shape[-1] in channels else x.transpose(0, 2, 3, 1))
+    raise UsageError(f"uint8 images must be 2-D, 3-D or 4-D, got shape {tuple(x.shape)}")
 
 
 class ManifestError(HydraEdgeError):
@@ -281,6 +305,8 @@ class Runtime:
         self.std = np.asarray(self.manifest.std, dtype=np.float32).reshape(1, -1, 1, 1)
         self.img_size = self.manifest.img_size
         self.in_chans = self.manifest.in_chans
+        #: the model's evaluation transform, as the manifest states it
+        self.transform = EvalTransform.from_spec(self.manifest.input, self.manifest.config)
         self.loads = 1  # artifacts opened by this runtime: stays 1, switching k never reloads
         self.current_k: Optional[int] = None
         self._setup_policy(lut, device, budget_ms)
@@ -371,25 +397,27 @@ class Runtime:
 
     # ---- inference --------------------------------------------------------------------
     def preprocess(self, images: Any, normalized: bool = False) -> np.ndarray:
-        """Float32 NCHW, normalised with the manifest's mean/std.
+        """Float32 NCHW, through the model's evaluation transform (the manifest's ``input`` spec).
 
-        ``images``: a float array in [0, 1] (``NCHW``/``CHW``) or ``uint8`` (``NHWC``/``HWC`` or
-        ``NCHW``), of the model's image size; ``normalized=True`` passes float input through.
+        ``images``: image file paths, PIL images or ``uint8`` arrays (``HWC``/``NHWC``/``NCHW``,
+        grey, RGB or RGBA, any size), alone or in a list: each is resized, centre-cropped and
+        normalised as the model was evaluated.  A float array of the model's size (``NCHW``/``CHW``)
+        is a pre-sized tensor in [0, 1] and is only normalised; ``normalized=True`` passes it through.
         """
+        if _is_image(images) or (isinstance(images, (list, tuple)) and images and all(map(_is_image, images))):
+            return self.transform.batch(list(images) if isinstance(images, (list, tuple)) else [images])
         x = np.asarray(images)
+        if x.dtype == np.uint8:
+            return self.transform.batch(_uint8_images(x))
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4:
             raise UsageError(f"images must be 3-D (one image) or 4-D (a batch), got shape {tuple(x.shape)}")
-        if x.dtype == np.uint8:
-            if x.shape[-1] == self.in_chans and x.shape[1] != self.in_chans:
-                x = x.transpose(0, 3, 1, 2)
-            x = x.astype(np.float32) / 255.0
-            normalized = False
         x = x.astype(np.float32, copy=False)
         if x.shape[1:] != (self.in_chans, self.img_size, self.img_size):
-            raise UsageError(f"images must be {self.in_chans}x{self.img_size}x{self.img_size} (NCHW), got "
-                             f"{tuple(x.shape[1:])}")
+            raise UsageError(f"a float tensor must be {self.in_chans}x{self.img_size}x{self.img_size} (NCHW, "
+                             f"pre-sized); got {tuple(x.shape[1:])}. Pass uint8 images, PIL images or paths "
+                             "to have them resized and cropped")
         if not normalized:
             x = (x - self.mean) / self.std
         return np.ascontiguousarray(x, dtype=np.float32)

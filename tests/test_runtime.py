@@ -139,11 +139,14 @@ def test_runtime_errors(tiny_exports, lut_path, tmp_path):
         rt.predict(_images(1), heads=3)
     with pytest.raises(UsageError, match="3x32x32"):
         rt.predict(np.zeros((1, 3, 16, 16), np.float32), heads=1)
-    # uint8 HWC images are accepted and normalised like float [0, 1] input
-    img = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    # uint8 HWC/NCHW images of any size go through the model's evaluation transform (resize 36, crop 32)
+    img = (np.random.default_rng(1).random((40, 32, 3)) * 255).astype(np.uint8)
     a = rt.predict(img, heads=2).logits
-    b = rt.predict(img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0, heads=2).logits
+    b = rt.predict(rt.transform(img)[None], heads=2, normalized=True).logits
     np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(rt.predict(img.transpose(2, 0, 1)[None], heads=2).logits, a, atol=1e-5)
+    plain = (img[4:36].astype(np.float32) / 255.0).transpose(2, 0, 1)[None]  # no resize: not what it was evaluated with
+    assert np.abs(rt.preprocess(plain) - rt.preprocess(img)).max() > 0.1
 
 
 def test_per_k_file_runs_one_k(tiny_exports):

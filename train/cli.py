@@ -95,7 +95,8 @@ def train_cmd(
 
 def eval_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="Checkpoint file(s) or run directories (their best.safetensors)."),
-    data: str = typer.Option("digits", "--data", help="'digits' or an ImageFolder root with val/."),
+    data: Optional[str] = typer.Option(None, "--data", help="'digits' or an ImageFolder root with val/ "
+                                       "(default: the dataset the checkpoint was trained on)."),
     heads: Optional[str] = typer.Option(None, "--heads", help="Head counts: '1..12', '3,6,12' or '6' (default: every k)."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the checkpoint has them."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", help="Images per batch."),

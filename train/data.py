@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -42,6 +42,9 @@ class DataBundle:
     val: Dataset
     #: applied by the trainer to every training batch (tensor -> tensor), e.g. digits' random affine
     batch_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    #: the evaluation transform the validation images went through, as HydraConfig fields
+    #: (``crop_pct``, ``interpolation``): the model records it and every runtime applies it
+    eval_transform: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -196,10 +199,18 @@ def _timm_train_transform(recipe: Recipe, img_size: int, mean, std) -> Callable:
     )
 
 
-def _folder_val_transform(img_size: int, mean, std, interpolation: str = "bicubic") -> Callable:
+#: the digits' own evaluation transform: the 8x8 images are upscaled bilinearly to img_size, nothing cropped
+DIGITS_EVAL_TRANSFORM = {"crop_pct": 1.0, "interpolation": "bilinear"}
+#: timm's evaluation crop (``timm.data.DEFAULT_CROP_PCT``) for image folders
+FOLDER_CROP_PCT = 0.875
+
+
+def _folder_val_transform(img_size: int, mean, std, interpolation: str = "bicubic",
+                          crop_pct: float = FOLDER_CROP_PCT) -> Callable:
     from timm.data import create_transform
 
-    return create_transform(img_size, is_training=False, interpolation=interpolation, mean=tuple(mean), std=tuple(std))
+    return create_transform(img_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct,
+                            mean=tuple(mean), std=tuple(std))
 
 
 def _class_dirs(split_dir: Path) -> list[Path]:
@@ -252,7 +263,7 @@ def build_data(spec: str, img_size: int, mean, std, recipe: Recipe) -> DataBundl
             if recipe.augment == "light":
                 batch_tf = RandomAffineBatch()
         val = DigitsDataset("val", img_size, mean, std)
-        return DataBundle("digits", "digits", DIGITS_LABELS, train, val, batch_tf)
+        return DataBundle("digits", "digits", DIGITS_LABELS, train, val, batch_tf, dict(DIGITS_EVAL_TRANSFORM))
     root = Path(spec).expanduser()
     dirs = _check_root(root, ("train", "val"))
     if recipe.augment == "timm":
@@ -271,19 +282,26 @@ def build_data(spec: str, img_size: int, mean, std, recipe: Recipe) -> DataBundl
         only_v = sorted(set(val.classes) - set(train.classes))
         raise UsageError(f"--data {root}: train/ and val/ have different classes "
                          f"(only in train: {only_t[:5]}, only in val: {only_v[:5]})")
-    return DataBundle("folder", str(root), tuple(train.classes), train, val)
+    return DataBundle("folder", str(root), tuple(train.classes), train, val,
+                      eval_transform={"crop_pct": FOLDER_CROP_PCT, "interpolation": recipe.interpolation})
 
 
-def build_val_data(spec: str, img_size: int, mean, std, labels: Optional[Sequence[str]] = None) -> DataBundle:
-    """The validation split only (for ``hydravit-edge eval``)."""
+def build_val_data(spec: str, img_size: int, mean, std, labels: Optional[Sequence[str]] = None, *,
+                   crop_pct: float = FOLDER_CROP_PCT, interpolation: str = "bicubic") -> DataBundle:
+    """The validation split only (for ``hydravit-edge eval``), through the model's evaluation transform.
+
+    Image folders go through ``crop_pct`` / ``interpolation`` (the model config's); the digits
+    have their own fixed upscaling.
+    """
     if is_digits(spec):
         val = DigitsDataset("val", img_size, mean, std)
-        bundle = DataBundle("digits", "digits", DIGITS_LABELS, None, val)
+        bundle = DataBundle("digits", "digits", DIGITS_LABELS, None, val, eval_transform=dict(DIGITS_EVAL_TRANSFORM))
     else:
         root = Path(spec).expanduser()
         dirs = _check_root(root, ("val",))
-        val = _image_folder(dirs["val"], _folder_val_transform(img_size, mean, std))
-        bundle = DataBundle("folder", str(root), tuple(val.classes), None, val)
+        val = _image_folder(dirs["val"], _folder_val_transform(img_size, mean, std, interpolation, crop_pct))
+        bundle = DataBundle("folder", str(root), tuple(val.classes), None, val,
+                            eval_transform={"crop_pct": crop_pct, "interpolation": interpolation})
     if labels is not None and tuple(labels) != bundle.labels:
         if len(labels) != len(bundle.labels):
             raise UsageError(f"the checkpoint has {len(labels)} classes but --data {spec} has {len(bundle.labels)}")

@@ -46,7 +46,13 @@ def evaluable_heads(model: HydraViT) -> tuple[int, ...]:
     return tuple(c.heads) if c.separate_heads else tuple(range(1, c.num_heads + 1))
 
 
-def evaluate(checkpoint: str | os.PathLike | HydraViT, data: str = "digits", heads: Any = None, *,
+def trained_on(contents) -> Optional[str]:
+    """The ``--data`` a checkpoint of this project was trained on (its metadata), or None."""
+    data = (contents.metadata or {}).get("data")
+    return str(data) if data else None
+
+
+def evaluate(checkpoint: str | os.PathLike | HydraViT, data: Optional[str] = None, heads: Any = None, *,
              use_ema: bool = True, batch_size: int = 256, workers: int = 0, device: str = "auto",
              progress: bool = False) -> EvalResult:
     """Top-1/top-5 (%) of every requested k of ``checkpoint`` on ``data``'s validation split.
@@ -54,6 +60,8 @@ def evaluate(checkpoint: str | os.PathLike | HydraViT, data: str = "digits", hea
     ``checkpoint`` is a path in any format :func:`~hydravit_edge.load_checkpoint` reads (EMA
     weights are used when present and ``use_ema``) or a :class:`HydraViT`.  ``heads`` takes
     ``"1..12"``, ``"3,6,12"``, an int or a sequence; default: every k the model can run.
+    ``data`` defaults to the dataset the checkpoint records it was trained on; a checkpoint that
+    records none needs it.  Images go through the model's evaluation transform.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
@@ -65,10 +73,15 @@ def evaluate(checkpoint: str | os.PathLike | HydraViT, data: str = "digits", hea
         model = HydraViT(infer_config(contents))
         load_state_into(model, contents)
         source, weights = str(path), "ema" if contents.used_ema else "model"
+        data = data or trained_on(contents)
+    if not data:
+        raise UsageError(f"{source} does not record the dataset it was trained on; pass --data "
+                         "('digits' or an ImageFolder root with val/)")
     available = evaluable_heads(model)
     ks = parse_heads(heads, available) if heads is not None else available
     config = model.config
-    bundle = build_val_data(data, config.img_size, config.mean, config.std)
+    bundle = build_val_data(data, config.img_size, config.mean, config.std, crop_pct=config.crop_pct,
+                            interpolation=config.interpolation)
     if bundle.num_classes != config.num_classes:
         raise UsageError(f"{source} has {config.num_classes} classes but --data {data} has {bundle.num_classes}")
     if config.labels is not None and tuple(config.labels) != bundle.labels:

@@ -226,7 +226,9 @@ class Trainer:
         _seed_all(config.seed)
         base = config.model_config(10, None)  # sizes only; classes come from the data
         self.data: DataBundle = build_data(config.data, base.img_size, base.mean, base.std, self.recipe)
-        self.model_config = config.model_config(self.data.num_classes, self.data.labels)
+        # the model records the evaluation transform its validation images went through
+        self.model_config = config.model_config(self.data.num_classes, self.data.labels).replace(
+            **self.data.eval_transform)
         self.model = HydraViT(self.model_config)
         if config.init and not resuming:
             self._init_from(Path(config.init))
