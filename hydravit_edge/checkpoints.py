@@ -20,7 +20,6 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from .config import HydraConfig
 from .errors import CheckpointError
+from .fileio import atomic_write
 from .model import HydraViT
 
 FORMAT_NAME = "hydravit-edge"
@@ -155,6 +155,11 @@ def read_checkpoint(path: str | os.PathLike, prefer_ema: bool = True) -> Checkpo
         return CheckpointContents(path, "timm", _strip_prefix(obj))
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict or a checkpoint dict")
+    if "sampler" in obj and "optimizer" in obj and "rng" in obj:
+        raise CheckpointError(
+            f"{path}: is a training state file (what `train --resume` reads), not a model checkpoint; "
+            f"use {path.with_name('best.safetensors')} or the run directory"
+        )
     fmt = "official" if "args" in obj or "state_dict_ema" in obj else "timm"
     if isinstance(obj.get("args"), argparse.Namespace):
         meta["args"] = vars(obj["args"])
@@ -354,23 +359,6 @@ def load_checkpoint(path: str | os.PathLike, config: HydraConfig | None = None, 
 
 
 # --------------------------------------------------------------------------- writing
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def save_checkpoint(model: HydraViT, path: str | os.PathLike, *, ema: HydraViT | Mapping[str, torch.Tensor] | None = None,
                     metadata: Mapping[str, Any] | None = None) -> Path:

@@ -82,3 +82,32 @@ def test_console_script_runs(tmp_path):
     assert [r["k"] for r in json.loads(res.stdout)["profile"]] == [2, 3]
     res = subprocess.run([str(exe), "info", "--heads", "99"], capture_output=True, text=True)
     assert res.returncode == 2 and "error:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_info_refuses_a_training_state_file(tmp_path, capsys):
+    """`info -c RUN/state.pt` used to describe a wrong model (3 heads x 64 dims for a 12 x 16 model)."""
+    import torch
+
+    model = tiny_model()
+    state = {"version": 1, "epoch": 1, "sampler": {"step": 3}, "model": model.state_dict(), "ema": None,
+             "optimizer": {"state": {}, "param_groups": []}, "scheduler": {}, "rng": {}, "world_size": 1}
+    torch.save(state, tmp_path / "state.pt")
+    code, _, err = run(capsys, "info", "-c", str(tmp_path / "state.pt"))
+    assert code != 0 and "training state file" in err and "best.safetensors" in err
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Run files, reports and lut.json were written 0600 (mkstemp's mode); now as open() would: 0666 & ~umask."""
+    import os
+    import stat
+
+    from hydravit_edge.fileio import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        ckpt = save_checkpoint(tiny_model(), tmp_path / "m.safetensors")
+        text = atomic_write_text(tmp_path / "r" / "report.json", "{}\n")
+    finally:
+        os.umask(old)
+    for p in (ckpt, text):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
