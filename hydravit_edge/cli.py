@@ -31,6 +31,7 @@ app = typer.Typer(
 
 #: Modules that add their commands with ``register(app)``.
 COMMAND_MODULES: List[str] = [
+    "hydravit_edge.predict_cli",
     "hydravit_edge.train.cli",
     "hydravit_edge.export.cli",
     "hydravit_edge.bench.cli",
