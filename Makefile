@@ -18,7 +18,7 @@ all: test
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
-	$(PIP) install --quiet -e '.[dev,tflite]'
+	$(PIP) install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

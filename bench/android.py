@@ -9,7 +9,7 @@ The contract with the app (``android_demo/``):
   (``/sdcard/Android/data/PACKAGE/files/``, readable by ``adb pull`` without root), so a file
   that exists is complete;
 * this command deletes a stale report first, polls until the report appears (or ``timeout``),
-  pulls it and imports it with :func:`hydravit_edge.bench.report.import_report`.
+  pulls it and imports it with :func:`hydravit_edge.bench.report_import.import_report`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 from hydravit_edge.errors import HydraEdgeError
 
-from .report import ImportResult, import_report
+from .report_import import ImportResult, import_report
 
 __all__ = ["AdbError", "REPORT_NAME", "DEFAULT_PACKAGE", "DEFAULT_ACTIVITY", "EXTRA_BENCHMARK", "EXTRA_RUNS",
            "EXTRA_WARMUP", "EXTRA_BACKEND", "find_adb", "list_devices", "pick_device", "device_report_path",

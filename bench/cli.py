@@ -202,6 +202,21 @@ def bench_android(
     console.print(f"imported [bold]{result.device}[/bold] -> {result.path} ({result.rows} rows)")
 
 
+def bench_import(
+    file: Path = typer.Argument(..., help="Report JSON written by a demo app or another machine."),
+    reports_dir: Path = typer.Option(DEFAULT_REPORTS, "--reports-dir", help="Where device reports are stored."),
+    replace: bool = typer.Option(False, "--replace", help="Replace the stored report of this device instead of merging rows."),
+) -> None:
+    """Validate a benchmark report and store it as reports/DEVICE.json."""
+    from .report_import import import_report
+
+    result = import_report(file, reports_dir, merge=not replace)
+    console.print(f"imported [bold]{result.device}[/bold] -> {result.path} ({result.rows} rows; "
+                  f"{result.replaced} replaced, {result.kept} kept, {result.dropped} dropped)", soft_wrap=True)
+    if result.note:
+        console.print(f"note: {result.note}", soft_wrap=True)
+
+
 def demo_cmd(
     battery_trace: Optional[Path] = typer.Option(None, "--battery-trace", help="CSV: time_s, percent, charging, thermal (default: the shipped drain-then-charge trace)."),
     export_dir: Optional[Path] = typer.Option(None, "--export", help="Export directory with a single artifact (default: the newest single export)."),
@@ -241,8 +256,6 @@ def register(app: typer.Typer) -> None:
     bench_app.command("run")(bench_run)
     bench_app.command("report")(bench_report)
     bench_app.command("android")(bench_android)
-    from .report import register_report_commands
-
-    register_report_commands(bench_app)
+    bench_app.command("import")(bench_import)
     app.add_typer(bench_app, name="bench")
     app.command("demo")(demo_cmd)

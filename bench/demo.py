@@ -204,11 +204,10 @@ def _digits_images(img_size: int):
 
 def _resolve_export(export_dir: Optional[Path], run_dir: Optional[Path], checkpoint: Optional[Path],
                     log: Callable[[str], None], exports_root: Path = Path("exports")) -> Path:
-    from hydravit_edge.runtime import RUNTIME_BACKENDS, find_export_dir
+    from hydravit_edge.contract.manifest import find_export_dir
+    from hydravit_edge.targets import python_runtimes, runtime
 
-    from .backends import get_backend
-
-    targets = tuple(get_backend(b).target for b in RUNTIME_BACKENDS)
+    targets = tuple(runtime(b).target for b in python_runtimes())
     if export_dir is not None:
         return export_dir
     if run_dir is not None or checkpoint is not None:
@@ -231,12 +230,13 @@ def _resolve_export(export_dir: Optional[Path], run_dir: Optional[Path], checkpo
 
 def _resolve_lut(lut: Optional[Path], manifest, backend: Optional[str], device_name: str, out: Path,
                  log: Callable[[str], None], reports_dir: Path = Path("reports")):
-    from hydravit_edge.lut import Lut, build_lut, load_lut, save_lut
+    from hydravit_edge.contract.lut import Lut, save_lut
 
+    from .lut_build import build_lut
     from .report import load_report, manifest_sha256, report_path
 
     if lut is not None:
-        return load_lut(lut)
+        return Lut.load(lut)
     rpath = report_path(reports_dir, device_name)
     report = None
     if rpath.exists():
@@ -256,7 +256,7 @@ def _resolve_lut(lut: Optional[Path], manifest, backend: Optional[str], device_n
     out.mkdir(parents=True, exist_ok=True)
     save_lut(data, out / "lut.json")
     log(f"built the lookup table {out / 'lut.json'} from {rpath}")
-    return Lut(data, out / "lut.json")
+    return Lut.check(data, str(out / "lut.json")).with_path(out / "lut.json")
 
 
 def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path] = None,
@@ -273,17 +273,18 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
     from hydravit_edge.policy import PolicyInput
     from hydravit_edge.profile import macs_for
     from hydravit_edge.config import HydraConfig
-    from hydravit_edge.runtime import ExportManifest, Runtime
+    from hydravit_edge.contract.manifest import Manifest
+    from hydravit_edge.runtime import Runtime
 
     from .plots import plot_demo_timeline
-    from .report import atomic_write_text
+    from hydravit_edge.fileio import atomic_write_text
 
     if passes < 1:
         raise UsageError(f"--passes must be >= 1, got {passes}")
     show = show or log
     trace = load_trace(battery_trace)  # check the trace before any heavy work
     export_dir = _resolve_export(export_dir, run_dir, checkpoint, log, exports_root)
-    manifest = ExportManifest.load(export_dir)
+    manifest = Manifest.load(export_dir)
     if manifest.num_classes != 10:
         raise UsageError(f"{export_dir}: the demo streams the digits images; this export's model has "
                          f"{manifest.num_classes} classes (export a model trained with --data digits)")

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from hydravit_edge.contract.manifest import Manifest, find_export_dir
 from hydravit_edge.errors import HydraEdgeError, UsageError
-from hydravit_edge.runtime import ExportManifest, find_export_dir
 
 from . import report as rep
 from .backends import Backend, backends, env_threads, get_backend
+from .device import device_info, runtime_versions
+from .stats import latency_stats
 
 __all__ = ["BenchSettings", "Job", "BenchOutcome", "plan_jobs", "run_job", "job_row", "run_bench",
            "DEFAULT_RUNS", "DEFAULT_WARMUP", "DEFAULT_BATCH", "CUDA_BATCH"]
@@ -117,13 +119,13 @@ def _select_heads(available: Sequence[int], heads: Optional[Sequence[int]]) -> l
     return sorted(set(heads))
 
 
-def plan_jobs(manifest: Optional[ExportManifest], backend_list: Sequence[Backend], *,
+def plan_jobs(manifest: Optional[Manifest], backend_list: Sequence[Backend], *,
               heads: Optional[Sequence[int]] = None, config: Optional[dict] = None,
               checkpoint: Optional[Path] = None) -> tuple[list[Job], list[str]]:
     """Jobs for every artifact of every backend's target in ``manifest``, and why targets were skipped."""
     jobs: list[Job] = []
     skipped: list[str] = []
-    targets = manifest.targets() if manifest is not None else []
+    targets = manifest.target_names() if manifest is not None else []
     for b in backend_list:
         if b.target is None:  # eager PyTorch: one job per k from the model config
             cfg = config if config is not None else (manifest.config if manifest is not None else None)
@@ -147,7 +149,7 @@ def plan_jobs(manifest: Optional[ExportManifest], backend_list: Sequence[Backend
             for r in records:
                 if r["k"] not in wanted:
                     continue
-                mode = r.get("mode") or manifest.mode(b.target)
+                mode = r.get("mode") or manifest.target_mode(b.target)
                 jobs.append(Job(b.name, b.target, mode, r["k"], file, manifest.dir / file, records,
                                 entry=r.get("entry"), details=details,
                                 file_bytes=manifest.file_bytes(b.target, file), export_dir=manifest.dir,
@@ -219,7 +221,7 @@ def job_row(job: Job, result: dict, settings: BenchSettings, backend: Backend, p
     row = rep.make_row(
         job.k, job.backend, job.artifact, target=job.target, mode=job.mode, entry=job.entry,
         compute=backend.compute_label(settings.device, job.details), precision=backend.precision,
-        threads=settings.threads, **rep.latency_stats(result["latency_samples_ms"]),
+        threads=settings.threads, **latency_stats(result["latency_samples_ms"]),
         throughput_batch=int(tp["batch"]), throughput_per_s=round(float(tp["per_s"]), 4),
         load_ms=round(float(result["load_ms"]), 4), switch_ms=(sw["ms"] if sw else None),
         peak_rss_mb=result.get("peak_rss_mb"), file_bytes=job.file_bytes,
@@ -228,15 +230,6 @@ def job_row(job: Job, result: dict, settings: BenchSettings, backend: Backend, p
         **({"notes": notes} if notes else {}),
     )
     return row
-
-
-def _load_checked(export_dir: Path) -> ExportManifest:
-    """The manifest, checked against the export's JSON schema (the export engineer's loader)."""
-    from hydravit_edge.export.api import load_manifest
-
-    manifest = ExportManifest.load(export_dir)  # clear messages for a missing dir / manifest
-    load_manifest(manifest.dir)
-    return manifest
 
 
 def _profile_rows(config: dict, ks: Sequence[int]) -> dict[int, Any]:
@@ -277,15 +270,15 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
         b.check_device(settings.device)
     eager_only = all(b.target is None for b in blist)
 
-    manifest: Optional[ExportManifest] = None
+    manifest: Optional[Manifest] = None
     config: Optional[dict] = None
     if export_dir is not None:
-        manifest = _load_checked(export_dir)
+        manifest = Manifest.load(export_dir)
     elif eager_only and config_name is not None:
         pass
     else:
         try:
-            manifest = _load_checked(find_export_dir(exports_root))
+            manifest = Manifest.load(find_export_dir(exports_root))
         except HydraEdgeError:
             if not eager_only:
                 raise
@@ -301,7 +294,7 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
 
     jobs, skipped = plan_jobs(manifest, blist, heads=heads, config=config, checkpoint=checkpoint)
     if not jobs:
-        have = ", ".join(manifest.targets()) if manifest else "none"
+        have = ", ".join(manifest.targets) if manifest else "none"
         raise UsageError(f"nothing to benchmark: the export has targets {have}; backend(s) {', '.join(names)} "
                          + ("; " + "; ".join(skipped) if skipped else "")
                          + (f" (choose --backend {'|'.join(b.name for b in backends())})" if manifest else ""))
@@ -319,7 +312,7 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
     gpu = None
     if settings.device == "cuda":
         gpu = next((b.gpu_name("cuda") for b in blist if hasattr(b, "gpu_name")), None)
-    device = rep.device_info(device_name, gpu=gpu, runtimes=rep.runtime_versions())
+    device = device_info(device_name, gpu=gpu, runtimes=runtime_versions())
     msha = rep.manifest_sha256(manifest.path) if manifest is not None else None
     report = rep.new_report(
         device, manifest_sha256=msha,

@@ -24,19 +24,16 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from hydravit_edge.contract.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest, TargetEntry
 from hydravit_edge.errors import CheckpointError, HydraEdgeError, MissingDependencyError, UsageError
 
 from .base import (MODES, _file_sha256, ArtifactRecord, Exporter, ExportError, Reference, Status, ValidationError,
                    ValidationResult, exporter_names, get_exporter, path_sha256, path_size)
 from .parallel import ExportPool, auto_jobs
 
-__all__ = ["export_model", "validate_dir", "ExportReport", "ValidationReport", "find_checkpoint", "load_manifest",
-           "resolve_targets", "OutputExistsError", "MANIFEST_FILE", "MANIFEST_VERSION", "MANIFEST_FORMAT"]
+__all__ = ["export_model", "validate_dir", "ExportReport", "ValidationReport", "find_checkpoint", "resolve_targets",
+           "OutputExistsError", "MANIFEST_FILE", "MANIFEST_VERSION", "MANIFEST_FORMAT"]
 
-MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = "hydravit-edge-export"
-MANIFEST_VERSION = 1
-SCHEMA_FILE = Path(__file__).with_name("schemas") / "manifest.schema.json"
 CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors")
 
 
@@ -221,36 +218,57 @@ def _output_spec(cfg) -> dict[str, Any]:
             "postprocessing": "class scores before softmax; softmax(logits) gives probabilities, argmax the class"}
 
 
-def _validate_schema(manifest: dict, where: str) -> None:
-    import jsonschema
+def _manifest(cfg, ks: Sequence[int], mode: str, source: dict, skipped: dict, batch: int, seed: int) -> dict[str, Any]:
+    """The manifest of an export before its targets are added (:class:`Manifest` is its model)."""
+    from hydravit_edge import __version__
 
-    schema = json.loads(SCHEMA_FILE.read_text())
-    try:
-        jsonschema.validate(manifest, schema)
-    except jsonschema.ValidationError as exc:
-        loc = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise HydraEdgeError(f"{where}: manifest does not match its schema at {loc}: {exc.message}") from None
+    return {
+        "format": MANIFEST_FORMAT,
+        "manifest_version": MANIFEST_VERSION,
+        "created": _now(),
+        "generator": {"hydravit_edge": __version__, "python": platform.python_version(),
+                      "system": platform.system(), "machine": platform.machine()},
+        "source": source,
+        "model": {"config": cfg.to_dict(), "num_heads": cfg.num_heads, "head_dim": cfg.head_dim,
+                  "embed_dim": cfg.embed_dim, "heads": list(ks)},
+        "heads": list(ks),
+        "mode": mode,
+        "input": _input_spec(cfg),
+        "output": _output_spec(cfg),
+        "labels": list(cfg.labels) if cfg.labels else [str(i) for i in range(cfg.num_classes)],
+        "reference": {"file": Reference.FILE, "batch": batch, "seed": seed, "inputs_key": "inputs",
+                      "logits_key": "logits_k{k}",
+                      "description": "fixed float32 NCHW inputs (already normalised) and PyTorch's "
+                                     "model(x, heads=k) logits for every exported k"},
+        "targets": {},
+        "skipped_targets": dict(skipped),
+        "validation": {"status": "not run", "checked": None},
+    }
 
 
-def load_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """Read and schema-check ``DIR/manifest.json``."""
-    d = Path(directory)
-    path = d / MANIFEST_FILE
-    if not d.is_dir():
-        raise UsageError(f"{d}: no such export directory")
-    if not path.is_file():
-        raise HydraEdgeError(f"{d}: no {MANIFEST_FILE}; not an export directory written by `hydravit-edge export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise HydraEdgeError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise HydraEdgeError(f"{path}: not a hydravit-edge export manifest")
-    if manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise HydraEdgeError(f"{path}: manifest version {manifest.get('manifest_version')} is not supported "
-                             f"(this hydravit-edge reads version {MANIFEST_VERSION})")
-    _validate_schema(manifest, str(path))
-    return manifest
+def _target_entry(ex: Exporter, records: Sequence[ArtifactRecord], root: Path, tdir: Path, mode: str,
+                  export_s: float, n_jobs: int, val_s: Optional[float],
+                  results: Sequence[ValidationResult]) -> dict[str, Any]:
+    """``targets.<name>`` of the manifest: the target's files, artifact records, versions and checks."""
+    produced = sorted({r.mode for r in records})
+    return {
+        "title": ex.title or ex.name,
+        "directory": ex.name,
+        "mode": produced[0] if len(produced) == 1 else "mixed",
+        "requested_mode": mode,
+        "entry_kind": records[0].entry_kind if records else ex.entry_kind,
+        "precision": ex.precision,
+        "tolerance": ex.tolerance,
+        "files": _file_entries(root, tdir),
+        "artifacts": [dict(r.to_dict(), file=f"{ex.name}/{r.file}") for r in records],
+        "versions": ex.versions(),
+        "details": ex.describe(tdir, records),
+        "export_seconds": round(export_s, 3),
+        "export_jobs": n_jobs,
+        "validation_seconds": None if val_s is None else round(val_s, 3),
+        "validation": [r.to_dict() for r in results],
+        "notes": sorted({n for r in records for n in r.notes}),
+    }
 
 
 # =========================================================================== progress
@@ -331,7 +349,6 @@ def export_model(
     Returns an :class:`ExportReport`; raises :class:`ValidationError` (with ``.report``) when an
     artifact disagrees with PyTorch, and other :class:`HydraEdgeError`\\ s for user errors.
     """
-    from hydravit_edge import __version__
     from hydravit_edge.checkpoints import infer_config, load_state_into, read_checkpoint
     from hydravit_edge.heads import parse_heads
     from hydravit_edge.model import HydraViT
@@ -371,28 +388,7 @@ def export_model(
     with _staging(out_dir, force) as tmp, _Progress(show_progress) as progress:
         reference = _reference(model, ks, batch, seed)
         reference.save(tmp / Reference.FILE)
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "manifest_version": MANIFEST_VERSION,
-            "created": _now(),
-            "generator": {"hydravit_edge": __version__, "python": platform.python_version(),
-                          "system": platform.system(), "machine": platform.machine()},
-            "source": source,
-            "model": {"config": cfg.to_dict(), "num_heads": cfg.num_heads, "head_dim": cfg.head_dim,
-                      "embed_dim": cfg.embed_dim, "heads": list(ks)},
-            "heads": list(ks),
-            "mode": mode,
-            "input": _input_spec(cfg),
-            "output": _output_spec(cfg),
-            "labels": list(cfg.labels) if cfg.labels else [str(i) for i in range(cfg.num_classes)],
-            "reference": {"file": Reference.FILE, "batch": batch, "seed": seed, "inputs_key": "inputs",
-                          "logits_key": "logits_k{k}",
-                          "description": "fixed float32 NCHW inputs (already normalised) and PyTorch's "
-                                         "model(x, heads=k) logits for every exported k"},
-            "targets": {},
-            "skipped_targets": dict(skipped),
-            "validation": {"status": "not run", "checked": None},
-        }
+        manifest = _manifest(cfg, ks, mode, source, skipped, batch, seed)
         results: list[ValidationResult] = []
         for ex in exporters:
             tdir = tmp / ex.name
@@ -412,28 +408,11 @@ def export_model(
                 target_results = ex.validate(tdir, records, reference, progress=step)
                 val_s = time.perf_counter() - t0
                 results.extend(target_results)
-            produced = sorted({r.mode for r in records})
-            manifest["targets"][ex.name] = {
-                "title": ex.title or ex.name,
-                "directory": ex.name,
-                "mode": produced[0] if len(produced) == 1 else "mixed",
-                "requested_mode": mode,
-                "entry_kind": records[0].entry_kind if records else ex.entry_kind,
-                "precision": ex.precision,
-                "tolerance": ex.tolerance,
-                "files": _file_entries(tmp, tdir),
-                "artifacts": [dict(r.to_dict(), file=f"{ex.name}/{r.file}") for r in records],
-                "versions": ex.versions(),
-                "details": ex.describe(tdir, records),
-                "export_seconds": round(export_s, 3),
-                "export_jobs": n_jobs,
-                "validation_seconds": None if val_s is None else round(val_s, 3),
-                "validation": [r.to_dict() for r in target_results],
-                "notes": sorted({n for r in records for n in r.notes}),
-            }
+            manifest["targets"][ex.name] = _target_entry(ex, records, tmp, tdir, mode, export_s, n_jobs, val_s,
+                                                         target_results)
         if validate:
             manifest["validation"] = {"status": _overall(results), "checked": _now()}
-        _validate_schema(manifest, "export")
+        Manifest.check(manifest, "the manifest being written")
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         report = ExportReport(out_dir, results, _sizes(manifest), _files(manifest), manifest, skipped, ckpt)
         if not report.passed:
@@ -493,17 +472,18 @@ def validate_dir(directory: str | os.PathLike, targets: Sequence[str] | None = N
     :class:`ValidationReport`; call ``raise_for_failures()`` to turn failures into an error.
     """
     d = Path(directory)
-    manifest = load_manifest(d)
-    ref_info = manifest["reference"]
-    reference = Reference.load(d / ref_info["file"])
-    names = list(manifest["targets"]) if not targets else list(targets)
+    if not d.is_dir():
+        raise UsageError(f"{d}: no such export directory")
+    manifest = Manifest.load(d)
+    reference = Reference.load(d / manifest.reference.file)
+    names = list(manifest.targets) if not targets else list(targets)
     results: list[ValidationResult] = []
     with _Progress(show_progress) as progress:
         for name in names:
-            t = manifest["targets"].get(name)
+            t = manifest.targets.get(name)
             if t is None:
-                raise UsageError(f"{d}: the export has no target '{name}' (it has {', '.join(manifest['targets'])})")
-            records = [ArtifactRecord.from_dict(a) for a in t["artifacts"]]
+                raise UsageError(f"{d}: the export has no target '{name}' (it has {', '.join(manifest.targets)})")
+            records = [ArtifactRecord.from_dict(a.model_dump(mode="json")) for a in t.artifacts]
             bad_files = _integrity(d, t)
             try:
                 ex = get_exporter(name)
@@ -516,18 +496,18 @@ def validate_dir(directory: str | os.PathLike, targets: Sequence[str] | None = N
                                                 reason=problem, details={"file": r.file}))
             step = progress.task(f"validate {name}", len(records))
             results.extend(ex.validate(d, records, reference, progress=step))
-    return ValidationReport(d, results, _sizes(manifest), _files(manifest))
+    return ValidationReport(d, results, _sizes(manifest.data), _files(manifest.data))
 
 
-def _integrity(d: Path, target: dict) -> dict[str, str]:
+def _integrity(d: Path, target: TargetEntry) -> dict[str, str]:
     """file -> problem, for files whose size or sha256 differ from the manifest."""
     problems = {}
-    for f in target["files"]:
-        p = d / f["path"]
+    for f in target.files:
+        p = d / f.path
         if not p.exists():
-            problems[f["path"]] = "file missing"
-        elif path_size(p) != f["bytes"]:
-            problems[f["path"]] = f"size {path_size(p)} != manifest {f['bytes']}"
-        elif path_sha256(p) != f["sha256"]:
-            problems[f["path"]] = "sha256 differs from the manifest"
+            problems[f.path] = "file missing"
+        elif path_size(p) != f.bytes:
+            problems[f.path] = f"size {path_size(p)} != manifest {f.bytes}"
+        elif path_sha256(p) != f.sha256:
+            problems[f.path] = "sha256 differs from the manifest"
     return problems

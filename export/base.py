@@ -10,7 +10,7 @@ How a target plugs in
 =====================
 
 1. Create ``export/<target>.py`` (installed as ``hydravit_edge.export.<target>``) and add its
-   module name to :data:`TARGET_MODULES` (order = order in tables and in ``--target all``).
+   row to :data:`hydravit_edge.targets.TARGETS` (order = order in tables and in ``--target all``).
    At module level import only the standard library, ``numpy`` and this module: the optional
    dependency is imported inside methods, so the class registers (and can say what is
    missing) even where the dependency is not installed::
@@ -120,6 +120,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequenc
 import numpy as np
 
 from hydravit_edge.errors import HydraEdgeError, MissingDependencyError, UsageError
+from hydravit_edge.targets import MODES, TARGETS
 
 __all__ = [
     "MODES", "TARGET_MODULES", "Exporter", "ArtifactRecord", "TensorSpec", "ValidationResult", "Status",
@@ -127,17 +128,10 @@ __all__ = [
     "exporter_names", "compare", "path_size", "path_sha256", "ProgressFn",
 ]
 
-#: Export modes: one artifact holding every k, or one artifact per k.
-MODES = ("single", "per-k")
-
-#: Modules that define (and register) targets, in table order.  A module that is not part of
-#: this install (ImportError on the module itself) is ignored; errors inside it are not.
-TARGET_MODULES: list[str] = [
-    "hydravit_edge.export.onnx",
-    "hydravit_edge.export.executorch",
-    "hydravit_edge.export.coreml",
-    "hydravit_edge.export.tflite",
-]
+#: Modules that define (and register) targets, in table order (:data:`hydravit_edge.targets.TARGETS`).
+#: A module that is not part of this install (ImportError on the module itself) is ignored;
+#: errors inside it are not.
+TARGET_MODULES: list[str] = [t.module for t in TARGETS]
 
 ProgressFn = Callable[[str], None]
 

@@ -6,7 +6,7 @@
 >>> vit = model.subnet(3)                    # a standalone timm VisionTransformer
 
 Names are imported lazily so that the torch-free parts (``hydravit_edge.runtime``,
-``.policy``, ``.lut``, ``.battery``) can be used on devices without PyTorch.
+``.policy``, ``.contract`` (manifest, report, LUT), ``.battery``) can be used on devices without PyTorch.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Commands live next to what they drive: ``info`` and ``speed`` here, ``train``/``eval`` in
 ``hydravit_edge.train``, ``export``/``validate`` in ``hydravit_edge.export``,
-``bench``/``lut``/``demo`` in ``hydravit_edge.bench``.  Each of those modules exposes
+``bench``/``demo`` in ``hydravit_edge.bench.cli``, ``lut`` in ``hydravit_edge.bench.cli_lut``.  Each of those modules exposes
 ``register(app)``.  Errors meant for the user (:class:`~hydravit_edge.errors.HydraEdgeError`)
 are printed as one line and exit non-zero; usage errors exit with 2.
 """
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .console import console, err_console
-from .errors import HydraEdgeError, UsageError
+from .errors import HydraEdgeError, UsageError, missing_dependency
 
 app = typer.Typer(
     name="hydravit-edge",
@@ -35,7 +36,7 @@ COMMAND_MODULES: List[str] = [
     "hydravit_edge.train.cli",
     "hydravit_edge.export.cli",
     "hydravit_edge.bench.cli",
-    "hydravit_edge.lut",
+    "hydravit_edge.bench.cli_lut",
 ]
 
 
@@ -143,8 +144,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         app(args=argv, prog_name="hydravit-edge")
     except HydraEdgeError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:  # a command of an extra that is not installed
+        err = missing_dependency(exc)
+        if err is None:
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)

@@ -40,3 +40,26 @@ def require(module: str, extra: str, purpose: str):
             f"{purpose} needs the Python package '{module.split('.')[0]}' ({exc}). "
             f"Install it with: pip install 'hydravit-edge[{extra}]'"
         ) from exc
+
+
+#: top-level module -> the pip extra that installs it (the base install has numpy, onnxruntime,
+#: pillow, typer, rich, pydantic and psutil: what running an exported model needs)
+EXTRA_OF_MODULE = {
+    "torch": "train", "torchvision": "train", "timm": "train", "safetensors": "train", "sklearn": "train",
+    "onnx": "export", "onnxscript": "export", "coremltools": "export",
+    "executorch": "executorch",
+    "ai_edge_litert": "tflite", "litert_torch": "tflite", "tflite_runtime": "tflite",
+    "matplotlib": "bench", "cpuinfo": "bench",
+}
+
+
+def missing_dependency(exc: ModuleNotFoundError) -> "MissingDependencyError | None":
+    """The :class:`MissingDependencyError` (naming the extra) for a module an extra installs, else None."""
+    root = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(root)
+    if extra is None:
+        return None
+    err = MissingDependencyError(f"this needs the Python package '{root}', which the base install leaves out. "
+                                 f"Install it with: pip install 'hydravit-edge[{extra}]'")
+    err.__cause__ = exc
+    return err

@@ -12,29 +12,30 @@ policy thresholds and per-k p90 latency, ``hydravit-edge lut build``), reads the
 charging, low-power and thermal state from ``/sys`` (:mod:`hydravit_edge.battery`; unknown
 where absent) and picks k per call through :mod:`hydravit_edge.policy`, with hysteresis.
 
-Dependencies: numpy and the chosen runtime.  This module never imports PyTorch (ExecuTorch's
-own Python bindings do, when an ExecuTorch artifact is opened).
+Dependencies: numpy, pydantic (the manifest and LUT models, :mod:`hydravit_edge.contract`) and the
+chosen runtime.  This module never imports PyTorch (ExecuTorch's own Python bindings do, when an
+ExecuTorch artifact is opened).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from .errors import HydraEdgeError, UsageError
+from .contract.manifest import Manifest, ManifestError, find_export_dir
+from .errors import UsageError
+from .targets import python_runtimes
 from .transform import EvalTransform
 
-__all__ = ["Runtime", "Prediction", "ExportManifest", "ManifestError", "find_export_dir", "RUNTIME_BACKENDS"]
+__all__ = ["Runtime", "Prediction", "Manifest", "ManifestError", "find_export_dir", "RUNTIME_BACKENDS"]
 
 #: Backends the runtime can use, in order of preference when none is named.
-RUNTIME_BACKENDS = ("onnxruntime", "executorch", "tflite")
+RUNTIME_BACKENDS = python_runtimes()
 
 
 def _is_image(x: Any) -> bool:
@@ -58,174 +59,6 @@ def _uint8_images(x: np.ndarray) -> list[np.ndarray]:
     if x.ndim == 4:
         return list(x if x.shape[-1] in channels else x.transpose(0, 2, 3, 1))
     raise UsageError(f"uint8 images must be 2-D, 3-D or 4-D, got shape {tuple(x.shape)}")
-
-
-class ManifestError(HydraEdgeError):
-    """An export directory without a readable manifest, or a manifest the runtime cannot use."""
-
-
-# =========================================================================== manifest
-
-class ExportManifest:
-    """Read access to an export directory's ``manifest.json`` (written by ``hydravit-edge export``).
-
-    Only the fields the runtime and the benchmark harness need: the model config and input
-    spec, class labels, and per target the artifact records (``file`` relative to the
-    manifest, ``entry``, ``mode``, ``inputs``) and file sizes.
-    """
-
-    FILE = "manifest.json"
-
-    def __init__(self, directory: Path, data: dict):
-        self.dir = Path(directory)
-        self.data = data
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "ExportManifest":
-        d = Path(directory)
-        path = d / cls.FILE if d.is_dir() or not d.name.endswith(".json") else d
-        if not d.exists():
-            raise ManifestError(f"{d}: no such export directory (run `hydravit-edge export` first)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ManifestError(f"{d}: no {cls.FILE} here; is it an export directory? "
-                                "(run `hydravit-edge export`)") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"{path}: cannot read it ({exc})") from None
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
-            raise ManifestError(f"{path}: not a hydravit-edge export manifest (no 'targets')")
-        return cls(path.parent, data)
-
-    @property
-    def path(self) -> Path:
-        return self.dir / self.FILE
-
-    # ---- model ------------------------------------------------------------------------
-    @property
-    def config(self) -> dict:
-        model = self.data.get("model") or {}
-        cfg = model.get("config", model)
-        if not isinstance(cfg, dict) or "num_heads" not in cfg:
-            raise ManifestError(f"{self.path}: no model config")
-        return cfg
-
-    @property
-    def heads(self) -> list[int]:
-        h = (self.data.get("model") or {}).get("heads") or self.data.get("heads")
-        if h:
-            return sorted(int(k) for k in h)
-        return sorted({r["k"] for t in self.targets() for r in self.artifacts(t)})
-
-    @property
-    def input(self) -> dict:
-        return self.data.get("input") or {}
-
-    @property
-    def img_size(self) -> int:
-        inp = self.input
-        if "img_size" in inp:
-            return int(inp["img_size"])
-        shape = inp.get("shape")
-        if shape:
-            return int(shape[-1])
-        return int(self.config["img_size"])
-
-    @property
-    def in_chans(self) -> int:
-        shape = self.input.get("shape")
-        return int(shape[1]) if shape and len(shape) == 4 else int(self.config.get("in_chans", 3))
-
-    @property
-    def mean(self) -> list[float]:
-        return [float(v) for v in (self.input.get("mean") or self.config.get("mean"))]
-
-    @property
-    def std(self) -> list[float]:
-        return [float(v) for v in (self.input.get("std") or self.config.get("std"))]
-
-    @property
-    def labels(self) -> Optional[list[str]]:
-        labels = self.data.get("labels") or self.config.get("labels")
-        return [str(x) for x in labels] if labels else None
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.config["num_classes"])
-
-    # ---- targets ----------------------------------------------------------------------
-    def targets(self) -> list[str]:
-        return list(self.data["targets"])
-
-    def target(self, name: str) -> dict:
-        try:
-            return self.data["targets"][name]
-        except KeyError:
-            raise ManifestError(f"{self.dir}: has no '{name}' artifacts (it has: {', '.join(self.targets()) or 'none'})") from None
-
-    def artifacts(self, target: str) -> list[dict]:
-        """Artifact records of ``target`` (``file`` relative to the manifest), sorted by k."""
-        return sorted((dict(r) for r in self.target(target).get("artifacts", [])), key=lambda r: r["k"])
-
-    def mode(self, target: str) -> str:
-        recs = self.artifacts(target)
-        return self.target(target).get("mode") or (recs[0].get("mode") if recs else "per-k")
-
-    def details(self, target: str) -> dict:
-        return dict(self.target(target).get("details") or {})
-
-    def file_info(self, target: str, file: str) -> dict:
-        for f in self.target(target).get("files", []):
-            if f.get("path") == file:
-                return f
-        return {}
-
-    def file_bytes(self, target: str, file: str) -> Optional[int]:
-        info = self.file_info(target, file)
-        if "bytes" in info:
-            return int(info["bytes"])
-        p = self.dir / file
-        if p.is_file():
-            return p.stat().st_size
-        if p.is_dir():
-            return sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
-        return None
-
-    def files_by_artifact(self, target: str) -> dict[str, list[dict]]:
-        """``{file: [records]}``: each file is one artifact to open (a single file holds every k)."""
-        out: dict[str, list[dict]] = {}
-        for r in self.artifacts(target):
-            out.setdefault(r["file"], []).append(r)
-        return out
-
-
-def find_export_dir(root: str | os.PathLike = "exports", *, require_target: Optional[Sequence[str]] = None,
-                    mode: Optional[str] = None) -> Path:
-    """The newest export directory (by manifest time) under ``root``; a clear error when there is none.
-
-    ``require_target``: only directories with at least one of these targets; ``mode``: only
-    those whose artifacts of such a target have this mode.
-    """
-    base = Path(root)
-    found = []
-    if base.is_dir():
-        for m in list(base.glob("*/manifest.json")) + list(base.glob("*/*/manifest.json")) + list(base.glob("manifest.json")):
-            try:
-                man = ExportManifest.load(m.parent)
-            except ManifestError:
-                continue
-            targets = [t for t in man.targets() if not require_target or t in require_target]
-            if mode is not None:
-                targets = [t for t in targets if man.mode(t) == mode]
-            if targets:
-                found.append((m.stat().st_mtime, m.parent))
-    if not found:
-        what = f" with {'/'.join(require_target)} artifacts" if require_target else ""
-        what += f" in mode {mode}" if mode else ""
-        raise ManifestError(f"no export directory{what} under {base}/ (run `hydravit-edge export`, or pass the directory)")
-    return max(found)[1]
 
 
 # =========================================================================== runtime
@@ -259,7 +92,7 @@ class Runtime:
     Parameters
     ----------
     export_dir: an export directory (``manifest.json``).
-    lut: a LUT path or a loaded :class:`hydravit_edge.lut.Lut`; None: the policy's battery and
+    lut: a LUT path or a loaded :class:`hydravit_edge.contract.lut.Lut`; None: the policy's battery and
         thermal caps without a latency budget.
     device: the device name to look up in the LUT (default: this host's name, as ``bench`` writes it).
     backend: ``onnxruntime``, ``executorch`` or ``tflite``; default: the first of those whose
@@ -277,7 +110,7 @@ class Runtime:
                  power_interval_s: float = 1.0, budget_ms: Optional[float] = None):
         from hydravit_edge.bench.backends import get_backend
 
-        self.manifest = ExportManifest.load(export_dir)
+        self.manifest = Manifest.load(export_dir)
         self.backend_name, self.target = self._pick_backend(backend)
         self.backend = get_backend(self.backend_name)
         files = self.manifest.files_by_artifact(self.target)
@@ -329,7 +162,7 @@ class Runtime:
         reasons = []
         for name in RUNTIME_BACKENDS:
             b = get_backend(name)
-            if b.target not in self.manifest.targets():
+            if b.target not in self.manifest.target_names():
                 continue
             missing = b.missing()
             if missing:
@@ -337,11 +170,11 @@ class Runtime:
                 continue
             return name, b.target
         raise ManifestError(f"{self.manifest.dir}: no artifact the runtime can run here "
-                            f"(it has {', '.join(self.manifest.targets()) or 'none'}; runtime needs "
+                            f"(it has {', '.join(self.manifest.target_names()) or 'none'}; runtime needs "
                             f"{'/'.join(RUNTIME_BACKENDS)} artifacts){'; ' + '; '.join(reasons) if reasons else ''}")
 
     def _setup_policy(self, lut: Any, device: Optional[str], budget_ms: Optional[float]) -> None:
-        from .lut import Lut, load_lut
+        from .contract.lut import Lut, load_lut
         from .policy import PolicyConfig, PolicyState
 
         self.lut_device = None

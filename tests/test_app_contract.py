@@ -47,6 +47,13 @@ def schema_properties(schema) -> set[str]:
     return out
 
 
+def resolve(schema: dict, node: dict) -> dict:
+    """``node`` with its ``$ref`` (to the schema's ``$defs``) followed; the schemas are generated from models."""
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
 def _between(text: str, start: str, end: str) -> str:
     a = text.index(start)
     return text[a:text.index(end, a)]
@@ -131,8 +138,8 @@ def test_manifest_fields_the_apps_read():
     assert f"MANIFEST_VERSION = {version}" in (KOTLIN / "Manifest.kt").read_text()
     assert f'manifestFormat = "{fmt}"' in (SWIFT / "Manifest.swift").read_text()
     assert f"manifestVersion = {version}" in (SWIFT / "Manifest.swift").read_text()
-    assert schema["properties"]["input"]["properties"]["name"]["const"] == kotlin_consts()["ONNX_IMAGE_INPUT"]
-    assert schema["properties"]["output"]["properties"]["name"]["const"] == swift_consts()["logitsOutput"]
+    assert resolve(schema, schema["properties"]["input"])["properties"]["name"]["const"] == kotlin_consts()["ONNX_IMAGE_INPUT"]
+    assert resolve(schema, schema["properties"]["output"])["properties"]["name"]["const"] == swift_consts()["logitsOutput"]
     kotlin = set(KOTLIN_READ.findall((KOTLIN / "Manifest.kt").read_text()))
     swift = set(SWIFT_READ.findall((SWIFT / "Manifest.swift").read_text()))
     # each app reads the input spec either from `input` or from `model.config`; both must be defined

@@ -111,3 +111,27 @@ def test_written_files_follow_the_umask(tmp_path):
         os.umask(old)
     for p in (ckpt, text):
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+
+
+def test_runtime_side_imports_no_training_stack():
+    """What the base install runs (CLI, runtime, predict, policy) must not import torch, timm or onnx."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hydravit_edge.cli, hydravit_edge.runtime, hydravit_edge.predict, hydravit_edge.policy; "
+            "bad = sorted(m for m in ('torch', 'timm', 'onnx', 'executorch', 'coremltools', 'matplotlib') "
+            "if m in sys.modules); print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_missing_extra_is_one_clear_line(monkeypatch, capsys):
+    import hydravit_edge.train.cli as tcli
+
+    def boom(*a, **k):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr("hydravit_edge.train.evaluation.evaluate", boom)
+    code, _, err = run(capsys, "eval", "runs/x", "--data", "digits")
+    assert code == 1 and "pip install 'hydravit-edge[train]'" in err and "Traceback" not in err
+    assert tcli is not None

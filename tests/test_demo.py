@@ -26,7 +26,8 @@ SHORT_TRACE = """time_s,percent,charging,thermal
 
 @pytest.fixture()
 def lut_file(tmp_path):
-    from hydravit_edge.lut import build_lut, save_lut
+    from hydravit_edge.bench.lut_build import build_lut
+    from hydravit_edge.contract.lut import save_lut
 
     path = tmp_path / "lut.json"
     save_lut(build_lut([("demo-box.json", sample_report("demo-box"))], include_reference=False), path)

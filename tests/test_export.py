@@ -16,9 +16,11 @@ import pytest
 from helpers import tiny_model
 from hydravit_edge import HydraConfig, save_checkpoint
 from hydravit_edge.cli import main
+from hydravit_edge.contract.manifest import Manifest
+from hydravit_edge.contract.schemas import schema_path
 from hydravit_edge.errors import HydraEdgeError, MissingDependencyError, UsageError
 from hydravit_edge.export import api, base
-from hydravit_edge.export.api import OutputExistsError, export_model, find_checkpoint, load_manifest, validate_dir
+from hydravit_edge.export.api import OutputExistsError, export_model, find_checkpoint, validate_dir
 from hydravit_edge.export.base import (ArtifactRecord, Exporter, Status, TensorSpec, ValidationError, compare,
                                        path_sha256, register_exporter)
 
@@ -107,8 +109,9 @@ def test_manifest_matches_schema_and_sha256(onnx_exports):
     import jsonschema
 
     for rep in onnx_exports.values():
-        m = load_manifest(rep.out_dir)
-        jsonschema.validate(m, json.loads(api.SCHEMA_FILE.read_text()))
+        m = Manifest.load(rep.out_dir).data
+        assert m == rep.manifest
+        jsonschema.validate(m, json.loads(schema_path(Manifest).read_text()))
         assert m["manifest_version"] == 1 and m["format"] == "hydravit-edge-export"
         assert m["heads"] == list(KS) and m["model"]["config"]["num_heads"] == 4
         assert m["input"]["layout"] == "NCHW" and m["input"]["dtype"] == "float32" and m["input"]["shape"] == [1, 3, 16, 16]
@@ -307,7 +310,7 @@ def test_newest_run_and_best_checkpoint_are_used(fake, model, tmp_path, capsys, 
     monkeypatch.chdir(tmp_path)
     code, _, err = _run(["export", "-t", "fake-test", "--heads", "2,3"], capsys)
     assert code == 0 and "runs/new/last.safetensors" in err
-    m = load_manifest(tmp_path / "exports" / "new-fake-test-single")
+    m = Manifest.load(tmp_path / "exports" / "new-fake-test-single").data
     assert m["source"]["path"].endswith("runs/new/last.safetensors") and m["heads"] == [2, 3]
 
 

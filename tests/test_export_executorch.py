@@ -10,7 +10,8 @@ import pytest
 
 from helpers import tiny_model
 from hydravit_edge import HydraConfig
-from hydravit_edge.export.api import export_model, load_manifest, validate_dir
+from hydravit_edge.contract.manifest import Manifest
+from hydravit_edge.export.api import export_model, validate_dir
 from hydravit_edge.export.base import Status, get_exporter, path_sha256
 
 pytest.importorskip("executorch")
@@ -39,7 +40,7 @@ def test_single_pte_has_a_method_per_k_and_matches_pytorch(et_exports):
     runtime = [r for r in rep.results if r.check == "runtime"]
     assert [r.k for r in runtime] == list(KS)
     assert all(r.status is Status.PASSED and r.max_abs_err <= 1e-4 and r.top1_agreement == 1.0 for r in runtime)
-    t = load_manifest(rep.out_dir)["targets"]["executorch"]
+    t = Manifest.load(rep.out_dir).data["targets"]["executorch"]
     assert t["mode"] == "single" and [f["path"] for f in t["files"]] == ["executorch/hydravit.pte"]
     from hydravit_edge.export.executorch import SINGLE_SPEED_NOTE
 
@@ -57,7 +58,7 @@ def test_single_pte_has_a_method_per_k_and_matches_pytorch(et_exports):
 def test_per_k_pte_files(et_exports):
     rep = et_exports["per-k"]
     assert rep.passed
-    t = load_manifest(rep.out_dir)["targets"]["executorch"]
+    t = Manifest.load(rep.out_dir).data["targets"]["executorch"]
     assert [f["path"] for f in t["files"]] == ["executorch/k4.pte"]
     assert {a["entry"] for a in t["artifacts"]} == {"forward"}
     assert t["notes"] == []

@@ -3,7 +3,7 @@
 Runs ``make -f mk/kotlin.mk kotlin-test``, which installs kotlinc (npm), JUnit 5 and Android's
 org.json (Debian) when missing, compiles ``android_demo/policy`` (cached in ``.kotlin-build/``
 while the sources are unchanged) and runs its tests.  The report the Kotlin writer produces is
-validated against the harness's report schema.
+validated by the harness's report reader and against the generated report schema.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ def test_kotlin_policy_passes_the_shared_vectors(tmp_path):
     # the Kotlin report writer produces what the harness accepts
     report = load_report(tmp_path / "kotlin-report.json")
     assert report["device"]["platform"] == "android" and [r["k"] for r in report["rows"]] == [3, 6, 12]
+    # and so does the generated schema file the apps' developers read
+    import jsonschema
+
+    jsonschema.validate(report, json.loads((ROOT / "bench" / "schemas" / "report.schema.json").read_text()))
 
     # and the Kotlin tests do fail on a wrong expectation
     bad = json.loads(VECTORS.read_text())

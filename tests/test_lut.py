@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hydravit_edge.bench.report import latency_stats, make_row, save_report, upsert_rows
+from hydravit_edge.bench.lut_build import build_lut
+from hydravit_edge.bench.report import make_row, save_report, upsert_rows
+from hydravit_edge.bench.stats import latency_stats
+from hydravit_edge.contract.lut import Lut, LutError, UnknownDeviceError, load_lut, save_lut
 from hydravit_edge.errors import UsageError
-from hydravit_edge.lut import LutError, UnknownDeviceError, build_lut, load_lut, save_lut, validate_lut
 from hydravit_edge.policy import DEFAULT_POLICY, PolicyInput
 
 from test_reports import sample_report
@@ -101,7 +103,7 @@ def test_lut_validation_errors(mutate, words):
     data = copy.deepcopy(_lut_dict())
     mutate(data)
     with pytest.raises(LutError) as info:
-        validate_lut(data, where="lut.json")
+        Lut.check(data, where="lut.json")
     assert words in str(info.value)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hydravit_edge.battery import read_battery, read_low_power, read_power_state, read_thermal
-from hydravit_edge.lut import Lut, UnknownDeviceError, validate_lut
+from hydravit_edge.contract.lut import Lut, UnknownDeviceError
 from hydravit_edge.policy import (
     DEFAULT_POLICY, LIMITS, PolicyConfig, PolicyError, PolicyInput, PolicyState, cap_for_fraction, decide,
     parse_battery,
@@ -20,7 +20,7 @@ VECTORS = json.loads(VECTORS_PATH.read_text())
 
 def run_case(case: dict) -> list[dict]:
     """Run a vector case the way the Kotlin/Swift ports do; returns one outcome per step."""
-    lut = Lut(VECTORS["luts"][case["lut"]])
+    lut = Lut.check(VECTORS["luts"][case["lut"]])
     outcomes = []
     state = None
     for step in case["steps"]:
@@ -49,7 +49,7 @@ def test_policy_vectors(case):
 def test_vectors_are_well_formed():
     assert len(VECTORS["cases"]) >= 40
     for name, lut in VECTORS["luts"].items():
-        validate_lut(lut, where=f"vectors lut {name}")
+        Lut.check(lut, where=f"vectors lut {name}")
     expected = [s["expect"] for c in VECTORS["cases"] for s in c["steps"]]
     assert {e["limit"] for e in expected if "limit" in e} == set(LIMITS)
     assert {e["error"] for e in expected if "error" in e} == {

@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from hydravit_edge.bench.device import device_info
 from hydravit_edge.bench.report import (
-    REFERENCE_REPORT_PATH, ReportError, ReportWriter, device_info, device_slug, import_report, latency_stats,
-    load_reference, load_report, make_row, manifest_sha256, new_report, percentile, register_report_commands,
-    report_path, save_report, upsert_rows, validate_report,
+    REFERENCE_REPORT_PATH, ReportError, ReportWriter, device_slug, load_reference, load_report, make_row,
+    manifest_sha256, new_report, report_path, save_report, upsert_rows, validate_report,
 )
+from hydravit_edge.bench.report_import import import_report
+from hydravit_edge.bench.stats import latency_stats, percentile
 from hydravit_edge.errors import UsageError
 
 SHA_A = "a" * 64
@@ -211,7 +213,9 @@ def test_bench_import_command(tmp_path):
     def _group():  # a group, like the real `bench` sub-app
         pass
 
-    register_report_commands(bench)
+    from hydravit_edge.bench.cli import bench_import
+
+    bench.command("import")(bench_import)
     src = tmp_path / "phone.json"
     save_report(sample_report("Galaxy S24"), src)
     result = CliRunner().invoke(bench, ["import", str(src), "--reports-dir", str(tmp_path / "reports")])

@@ -17,7 +17,8 @@ from hydravit_edge.errors import UsageError
 @pytest.fixture(scope="module")
 def lut_path(tmp_path_factory):
     """A LUT for device 'edge-box' with p90 latency 1, 2, 4 ms for k = 1, 2, 4 (budget 3 ms)."""
-    from hydravit_edge.lut import build_lut, save_lut
+    from hydravit_edge.bench.lut_build import build_lut
+    from hydravit_edge.contract.lut import save_lut
 
     path = tmp_path_factory.mktemp("lut") / "lut.json"
     save_lut(build_lut([("edge-box.json", sample_report("edge-box"))], policy={"budget_ms": 3.0},
@@ -125,7 +126,7 @@ def test_no_battery_no_lut_runs_the_largest_k(tiny_exports, tmp_path):
 
 
 def test_runtime_errors(tiny_exports, lut_path, tmp_path):
-    from hydravit_edge.lut import UnknownDeviceError
+    from hydravit_edge.contract.lut import UnknownDeviceError
     from hydravit_edge.runtime import ManifestError, Runtime
 
     with pytest.raises(ManifestError, match="no such export directory"):

@@ -94,7 +94,7 @@ def folder_run(tmp_path_factory):
 def test_training_records_the_transform_and_eval_uses_the_runs_data(folder_run):
     from hydravit_edge.checkpoints import load_checkpoint
     from hydravit_edge.train.data import build_val_data
-    from hydravit_edge.train.evaluate import evaluate
+    from hydravit_edge.train.evaluation import evaluate
 
     root, result = folder_run
     cfg = load_checkpoint(result.best).config
@@ -111,7 +111,7 @@ def test_training_records_the_transform_and_eval_uses_the_runs_data(folder_run):
 
 def test_eval_without_recorded_data_needs_data(tmp_path):
     from hydravit_edge.checkpoints import save_checkpoint
-    from hydravit_edge.train.evaluate import evaluate
+    from hydravit_edge.train.evaluation import evaluate
     from helpers import tiny_model
 
     path = save_checkpoint(tiny_model(), tmp_path / "m.safetensors")
@@ -124,7 +124,7 @@ def test_manifest_runtime_and_bench_use_the_models_transform_and_data(folder_run
     from hydravit_edge.export import export_model
     from hydravit_edge.runtime import Runtime
     from hydravit_edge.train.data import build_val_data
-    from hydravit_edge.train.evaluate import evaluate
+    from hydravit_edge.train.evaluation import evaluate
 
     root, result = folder_run
     rep = export_model(checkpoint=result.best, targets="onnx", mode="single", out=tmp_path / "exp")

@@ -108,7 +108,7 @@ def eval_cmd(
     """Top-1/top-5 accuracy of every k on the validation set; several checkpoints side by side."""
     from rich.table import Table
 
-    from hydravit_edge.train.evaluate import evaluate
+    from hydravit_edge.train.evaluation import evaluate
 
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")

@@ -3,7 +3,7 @@ import Foundation
 // Read access to the export's manifest.json (export/schemas/manifest.schema.json): model input
 // spec, labels, and per target the artifact records (`file` relative to the manifest, `entry` =
 // Core ML function / ExecuTorch method / TFLite signature, `mode`, inputs/outputs).
-// Mirrors hydravit_edge.runtime.ExportManifest.
+// Mirrors the Python reader hydravit_edge.contract.manifest.Manifest (the schema is generated from it).
 
 public struct TensorInfo: Equatable {
     public let name: String

@@ -7,7 +7,7 @@ import org.json.JSONObject
  * Read access to the export's `manifest.json` (export/schemas/manifest.schema.json): model
  * input spec, labels, and per target the artifact records (`file` relative to the manifest,
  * `entry` = ExecuTorch method / Core ML function / TFLite signature, `mode`, inputs).
- * Mirrors `hydravit_edge.runtime.ExportManifest`.
+ * Mirrors the Python reader `hydravit_edge.contract.manifest.Manifest` (the schema is generated from it).
  */
 
 class ManifestException(message: String) : IllegalArgumentException(message)
