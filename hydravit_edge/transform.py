@@ -100,7 +100,13 @@ class EvalTransform:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], config: Any = None) -> "EvalTransform":
-        """From a manifest's ``input`` spec; fields it lacks (older exports) come from ``config``."""
+        """From a manifest's ``input`` spec; fields it lacks come from ``config``.
+
+        Manifests written before the transform was recorded said "resize to img_size": without
+        ``crop_pct`` in the spec or the config, that is ``crop_pct=1.0``, bilinear (as the apps read it).
+        """
+        if config is not None and isinstance(config, Mapping) and "crop_pct" not in config:
+            config = {**config, "crop_pct": 1.0, "interpolation": "bilinear"}
         base = cls.from_config(config) if config is not None else None
         img = spec.get("img_size") or (spec.get("shape") or [None])[-1] or (base.img_size if base else None)
         if img is None:

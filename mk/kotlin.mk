@@ -9,7 +9,8 @@
 #   * org.json:    Debian package libandroid-json-java (Android's org.json), via apt-get
 #   * java / npm:  default-jre-headless / npm, via apt-get, only when absent
 # Compiles android_demo/policy/src/{main,test}/kotlin into $(KOTLIN_BUILD)/classes (skipped when
-# the sources and compiler are unchanged), then runs every test against tests/policy_vectors.json.
+# the sources and compiler are unchanged), then runs every test against tests/policy_vectors.json
+# and tests/transform_vectors.json (the evaluation transform, Preprocess.kt).
 # The report-writer test writes a sample report to $(KOTLIN_REPORT_OUT) (validated by
 # tests/test_kotlin_policy.py against bench/schemas/report.schema.json).
 
@@ -19,6 +20,7 @@ KOTLIN_BUILD      ?= $(KOTLIN_ROOT)/.kotlin-build
 KOTLIN_CLASSES    ?= $(KOTLIN_BUILD)/classes
 KOTLIN_REPORT_OUT ?= $(KOTLIN_BUILD)/kotlin-report.json
 KOTLIN_VECTORS    ?= $(KOTLIN_ROOT)/tests/policy_vectors.json
+KOTLIN_TRANSFORM_VECTORS ?= $(KOTLIN_ROOT)/tests/transform_vectors.json
 # Optional: a real export's manifest.json for the manifest-reader test (tests/test_app_contract.py sets it).
 KOTLIN_MANIFEST   ?=
 KOTLIN_POLICY     := $(KOTLIN_ROOT)/android_demo/policy
@@ -74,7 +76,8 @@ kotlin-compile: kotlin-deps
 
 kotlin-test: kotlin-compile
 	java -XX:TieredStopAtLevel=1 \
-	  -Dhydravit.policyVectors="$(KOTLIN_VECTORS)" -Dhydravit.reportOut="$(KOTLIN_REPORT_OUT)" \
+	  -Dhydravit.policyVectors="$(KOTLIN_VECTORS)" -Dhydravit.transformVectors="$(KOTLIN_TRANSFORM_VECTORS)" \
+	  -Dhydravit.reportOut="$(KOTLIN_REPORT_OUT)" \
 	  $(if $(KOTLIN_MANIFEST),-Dhydravit.manifest="$(KOTLIN_MANIFEST)") \
 	  -jar "$(JUNIT_CONSOLE_JAR)" --disable-banner --disable-ansi-colors --details=tree --fail-if-no-tests \
 	  -cp "$(KOTLIN_CLASSES):$(KOTLIN_STDLIB):$(ANDROID_JSON_JAR)" \

@@ -198,3 +198,13 @@ def test_bench_accuracy_is_the_models_own(folder_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args[:1] + [str(tmp_path / "anon")] + args[2:] + ["--accuracy"])
     assert exc.value.code not in (0, None) and "does not record the dataset" in capsys.readouterr().err
+
+
+def test_manifests_without_the_transform_read_as_they_said():
+    """Older manifests said "resize to img_size": crop 1.0, bilinear (as the apps read them), not timm's default."""
+    old_spec = {"img_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3}
+    old_config = {"img_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3}
+    t = EvalTransform.from_spec(old_spec, old_config)
+    assert (t.crop_pct, t.interpolation, t.resize) == (1.0, "bilinear", 16)
+    new = EvalTransform.from_spec(dict(old_spec, crop_pct=0.875, interpolation="bicubic"), old_config)
+    assert (new.crop_pct, new.interpolation, new.resize) == (0.875, "bicubic", 18)

@@ -1,5 +1,6 @@
 import Foundation
 import HydraPolicy
+import ImageIO
 import SwiftUI
 import UIKit
 
@@ -23,6 +24,7 @@ final class DemoModel: ObservableObject {
     private let power = PowerMonitor()
     private var engine: CoreMLEngine?
     private var manifest: ExportManifest?
+    private var transform: EvalTransform?
     private var manifestData = Data()
     private var resources: URL?
     private var lut: Lut?
@@ -46,11 +48,13 @@ final class DemoModel: ObservableObject {
         do {
             let data = try Data(contentsOf: dir.appendingPathComponent(Contract.manifestFile))
             let m = try ExportManifest(data: data)
+            let t = try m.transform  // refuses an interpolation the app does not implement, e.g. nearest
             decisionText = "compiling and loading the Core ML package..."
             let e = try await CoreMLEngine.open(resources: dir, manifest: m, manifestData: data)
             let loadMs = try await e.prepare(e.ks.last!)
             resources = dir
             manifest = m
+            transform = t
             manifestData = data
             engine = e
             ks = e.ks
@@ -121,8 +125,8 @@ final class DemoModel: ObservableObject {
     }
 
     func nextImage() {
-        guard let m = manifest else { return }
-        let size = m.imgSize
+        guard let m = manifest, let transform else { return }
+        let size = transform.crop
         defer { sampleIndex += 1 }
         if samples.isEmpty {
             input = (0..<(m.inChans * size * size)).map { _ in Float.random(in: -1...1) }
@@ -131,13 +135,20 @@ final class DemoModel: ObservableObject {
             return
         }
         let url = samples[sampleIndex % samples.count]
-        guard let picture = UIImage(contentsOfFile: url.path), let rgba = Self.rgba(picture, size: size) else {
+        guard let decoded = Self.decodeRGBA(url) else {
             resultText = "cannot read \(url.lastPathComponent)"
             return
         }
-        input = Imaging.chw(rgba: rgba, size: size, mean: m.mean, std: m.std)
-        inputLabel = url.lastPathComponent
-        image = picture
+        // The model's own transform (manifest `input`: resize, crop, interpolation, mean/std), the tested
+        // HydraPolicy code, bit-identical to the Python toolkit on the same pixels.
+        do {
+            input = try transform.apply(rgba: decoded.rgba, width: decoded.width, height: decoded.height)
+        } catch {
+            resultText = "cannot preprocess \(url.lastPathComponent): \(error)"
+            return
+        }
+        inputLabel = "\(url.lastPathComponent) (\(decoded.width)x\(decoded.height), \(transform.describe()))"
+        image = UIImage(cgImage: decoded.image)
     }
 
     func runBenchmark() async {
@@ -163,18 +174,80 @@ final class DemoModel: ObservableObject {
         }
     }
 
-    /// RGBA bytes of `image` drawn at size x size.
-    static func rgba(_ image: UIImage, size: Int) -> [UInt8]? {
-        guard let cg = image.cgImage else { return nil }
-        var bytes = [UInt8](repeating: 0, count: size * size * 4)
+    /// The file's pixels as decoded, RGBA row-major with the colours not premultiplied (Pillow's
+    /// convert("RGB") keeps the stored colours under any alpha and ignores colour profiles and EXIF
+    /// orientation, so this reads the decoded samples as they are); the model's transform does the rest.
+    static func decodeRGBA(_ url: URL) -> (rgba: [UInt8], width: Int, height: Int, image: CGImage)? {
+        guard let source = CGImageSourceCreateWithURL(url as CFURL, nil),
+              let cg = CGImageSourceCreateImageAtIndex(source, 0, nil) else { return nil }
+        let w = cg.width
+        let h = cg.height
+        if let stored = storedRGBA(cg) { return (stored, w, h, cg) }
+        // Other layouts (16-bit, palette, CMYK, premultiplied): draw into an 8-bit RGBA context. Core
+        // Graphics premultiplies, so colours under partial alpha are only approximated after un-premultiplying.
+        var bytes = [UInt8](repeating: 0, count: w * h * 4)
         let drawn = bytes.withUnsafeMutableBytes { buffer -> Bool in
-            guard let context = CGContext(data: buffer.baseAddress, width: size, height: size, bitsPerComponent: 8,
-                                          bytesPerRow: size * 4, space: CGColorSpaceCreateDeviceRGB(),
+            guard let context = CGContext(data: buffer.baseAddress, width: w, height: h, bitsPerComponent: 8,
+                                          bytesPerRow: w * 4, space: CGColorSpaceCreateDeviceRGB(),
                                           bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue) else { return false }
-            context.interpolationQuality = .high
-            context.draw(cg, in: CGRect(x: 0, y: 0, width: size, height: size))
+            context.draw(cg, in: CGRect(x: 0, y: 0, width: w, height: h))
             return true
         }
-        return drawn ? bytes : nil
+        guard drawn else { return nil }
+        for i in 0..<(w * h) {
+            let a = Int(bytes[4 * i + 3])
+            if a > 0 && a < 255 {
+                for c in 0..<3 { bytes[4 * i + c] = UInt8(min(255, (Int(bytes[4 * i + c]) * 255 + a / 2) / a)) }
+            }
+        }
+        return (bytes, w, h, cg)
+    }
+
+    /// 8-bit RGB, RGBA / ARGB (not premultiplied), grey or grey + alpha samples read as stored, nil for other layouts.
+    static func storedRGBA(_ cg: CGImage) -> [UInt8]? {
+        guard cg.bitsPerComponent == 8, let model = cg.colorSpace?.model,
+              let data = cg.dataProvider?.data, let base = CFDataGetBytePtr(data) else { return nil }
+        let w = cg.width
+        let h = cg.height
+        let stride = cg.bytesPerRow
+        let bpp = cg.bitsPerPixel / 8
+        let alpha = cg.alphaInfo
+        let order = cg.bitmapInfo.intersection(.byteOrderMask)
+        let little32 = order == .byteOrder32Little
+        let little16 = order == .byteOrder16Little
+        let order32 = order.isEmpty || order == .byteOrder32Big || little32
+        // byte offsets of R, G, B (grey: the grey byte three times) and of alpha (-1: none) within a pixel
+        let offsets: (r: Int, g: Int, b: Int, a: Int)
+        switch (model, bpp) {
+        case (.rgb, 3) where alpha == CGImageAlphaInfo.none && order.isEmpty:
+            offsets = (0, 1, 2, -1)
+        case (.rgb, 4) where (alpha == .last || alpha == .noneSkipLast) && order32:
+            offsets = little32 ? (3, 2, 1, 0) : (0, 1, 2, 3)
+        case (.rgb, 4) where (alpha == .first || alpha == .noneSkipFirst) && order32:
+            offsets = little32 ? (2, 1, 0, 3) : (1, 2, 3, 0)
+        case (.monochrome, 1) where alpha == CGImageAlphaInfo.none:
+            offsets = (0, 0, 0, -1)
+        case (.monochrome, 2) where alpha == .last || alpha == .noneSkipLast:
+            offsets = little16 ? (1, 1, 1, 0) : (0, 0, 0, 1)
+        default:
+            return nil
+        }
+        let (r, g, b, a) = offsets
+        guard w > 0, h > 0, CFDataGetLength(data) >= stride * (h - 1) + w * bpp else { return nil }
+        let opaque = alpha == .noneSkipLast || alpha == .noneSkipFirst || a < 0
+        var out = [UInt8](repeating: 0, count: w * h * 4)
+        withExtendedLifetime(data) {  // `base` points into `data`
+            for y in 0..<h {
+                for x in 0..<w {
+                    let p = y * stride + x * bpp
+                    let o = 4 * (y * w + x)
+                    out[o] = base[p + r]
+                    out[o + 1] = base[p + g]
+                    out[o + 2] = base[p + b]
+                    out[o + 3] = opaque ? 255 : base[p + a]
+                }
+            }
+        }
+        return out
     }
 }

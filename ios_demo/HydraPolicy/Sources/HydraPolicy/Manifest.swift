@@ -73,6 +73,12 @@ public struct ExportManifest {
 
     public var mean: [Float] { floats(input["mean"]) ?? floats(config["mean"]) ?? [0.485, 0.456, 0.406] }
     public var std: [Float] { floats(input["std"]) ?? floats(config["std"]) ?? [0.229, 0.224, 0.225] }
+
+    /// The model's evaluation transform from `input.resize`, `input.crop`, `input.interpolation`, mean
+    /// and std (Preprocess.swift); manifests without them: resize = crop = img_size, bilinear.
+    public var transform: EvalTransform {
+        get throws { try EvalTransform.fromSpec(input, config: config) }
+    }
     public var numClasses: Int { Int(jsonNumber(config["num_classes"]) ?? 0) }
 
     public var labels: [String] {

@@ -18,6 +18,7 @@ import android.widget.ScrollView
 import android.widget.Spinner
 import android.widget.TextView
 import org.hydravit.edge.policy.Contract
+import org.hydravit.edge.policy.EvalTransform
 import org.hydravit.edge.policy.ExportManifest
 import org.hydravit.edge.policy.Imaging
 import org.hydravit.edge.policy.Lut
@@ -50,6 +51,7 @@ class MainActivity : Activity() {
     private lateinit var overrideSpinner: Spinner
 
     private var manifest: ExportManifest? = null
+    private var evalTransform: EvalTransform? = null
     private var engine: InferenceEngine? = null
     private var policy: PolicyState? = null
     private var tableNote = ""
@@ -104,12 +106,14 @@ class MainActivity : Activity() {
                 return
             }
             val m = ExportManifest.parse(store.text(Contract.MANIFEST_FILE))
+            val transform = m.transform  // refuses an interpolation the app does not implement, e.g. nearest
             val backends = Engines.available(m)
             check(backends.isNotEmpty()) { "the bundled export has neither ONNX nor ExecuTorch artifacts" }
             val backend = intent.getStringExtra(Contract.EXTRA_BACKEND) ?: backends.first()
             val e = Engines.open(backend, store, m)
             e.prepare(e.ks.last())
             manifest = m
+            evalTransform = transform
             engine = e
             if (store.exists(Contract.LUT_FILE)) {
                 val lut = Lut.parse(store.text(Contract.LUT_FILE))
@@ -205,7 +209,8 @@ class MainActivity : Activity() {
 
     private fun nextInput() {
         val m = manifest ?: return
-        val size = m.imgSize
+        val transform = evalTransform ?: return
+        val size = transform.crop
         if (samples.isEmpty()) {
             val rng = Random(sampleIndex++)
             input = FloatArray(m.inChans * size * size) { rng.nextFloat() * 2f - 1f }
@@ -215,12 +220,26 @@ class MainActivity : Activity() {
         }
         val path = samples[sampleIndex++ % samples.size]
         val bytes = store.bytes(path)
-        val bitmap = Bitmap.createScaledBitmap(BitmapFactory.decodeByteArray(bytes, 0, bytes.size), size, size, true)
-        val pixels = IntArray(size * size)
-        bitmap.getPixels(pixels, 0, size, 0, 0, size, size)
-        input = Imaging.chwFromArgb(pixels, size, m.mean, m.std)
-        inputLabel = path.substringAfterLast('/')
-        main.post { imageView.setImageBitmap(bitmap) }
+        // Decode only: unpremultiplied, so RGB under partial alpha stays as stored (Pillow drops alpha,
+        // keeping the colours). The model's own transform (manifest `input`: resize, crop, interpolation,
+        // mean/std) runs in the tested policy module, bit-identical to the Python toolkit.
+        val options = BitmapFactory.Options().apply {
+            inPreferredConfig = Bitmap.Config.ARGB_8888
+            inPremultiplied = false
+        }
+        val decoded = BitmapFactory.decodeByteArray(bytes, 0, bytes.size, options)
+        if (decoded == null) {
+            show(resultText, "cannot decode $path")
+            return
+        }
+        val (w, h) = decoded.width to decoded.height
+        val pixels = IntArray(w * h)
+        decoded.getPixels(pixels, 0, w, 0, 0, w, h)
+        decoded.recycle()
+        input = transform.applyArgb(pixels, w, h)
+        inputLabel = "${path.substringAfterLast('/')} (${w}x$h, ${transform.describe()})"
+        val shown = Bitmap.createBitmap(pixels, w, h, Bitmap.Config.ARGB_8888)  // premultiplied, drawable
+        main.post { imageView.setImageBitmap(shown) }
     }
 
     // ------------------------------------------------------------------ UI

@@ -63,6 +63,12 @@ class ExportManifest(val json: JSONObject) {
 
     val mean: FloatArray get() = floats(input.optJSONArray("mean") ?: config.getJSONArray("mean"))
     val std: FloatArray get() = floats(input.optJSONArray("std") ?: config.getJSONArray("std"))
+
+    /**
+     * The model's evaluation transform from `input.resize`, `input.crop`, `input.interpolation`, mean
+     * and std (Preprocess.kt); manifests without them: resize = crop = img_size, bilinear.
+     */
+    val transform: EvalTransform get() = EvalTransform.fromSpec(input, config)
     val numClasses: Int get() = config.getInt("num_classes")
 
     val labels: List<String>
