@@ -371,15 +371,15 @@ def _cli(args: list[str], log: Callable[[str], None], cwd: Optional[Path] = None
 
 
 def runnable_targets() -> list[str]:
-    """Export targets whose exporter and runtime both work on this machine."""
+    """Export targets whose exporter and runtime both work on this machine (and that ``bench`` runs)."""
+    from hydravit_edge.engines import engine_for_target
     from hydravit_edge.export.base import exporters
-
-    from .backends import backend_for_target
 
     out = []
     for e in exporters():
-        b = backend_for_target(e.name)
-        if e.missing("export") is None and e.runtime_skip_reason() is None and b is not None and b.missing() is None:
+        b = engine_for_target(e.name)
+        if (e.missing("export") is None and e.runtime_skip_reason() is None and b is not None and b.info.bench
+                and b.missing() is None):
             out.append(e.name)
     return out
 

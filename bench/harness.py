@@ -15,6 +15,7 @@ around each forward with synchronisation, warm-up, batch-1 latency and batch-512
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,14 +24,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from hydravit_edge.contract.manifest import Manifest, find_export_dir
+from hydravit_edge.engines import Engine, engines, get_engine
 from hydravit_edge.errors import HydraEdgeError, UsageError
 
 from . import report as rep
-from .backends import Backend, backends, env_threads, get_backend
 from .device import device_info, runtime_versions
 from .stats import latency_stats
 
-__all__ = ["BenchSettings", "Job", "BenchOutcome", "plan_jobs", "run_job", "job_row", "run_bench",
+__all__ = ["BenchSettings", "Job", "BenchOutcome", "bench_engines", "plan_jobs", "run_job", "job_row", "run_bench",
            "DEFAULT_RUNS", "DEFAULT_WARMUP", "DEFAULT_BATCH", "CUDA_BATCH"]
 
 DEFAULT_RUNS = 30
@@ -39,6 +40,28 @@ DEFAULT_BATCH = 8
 #: the paper's throughput batch (official validate_throughput.py -b 512)
 CUDA_BATCH = 512
 JOB_TIMEOUT_S = 900.0
+
+
+def bench_engines() -> list[Engine]:
+    """The runtimes ``bench`` runs on this kind of machine (``bench`` in :data:`hydravit_edge.targets.RUNTIMES`)."""
+    return [e for e in engines() if e.info.bench]
+
+
+def get_backend(name: str) -> Engine:
+    """The engine of ``--backend name`` (a user error naming the choices when ``bench`` cannot run it)."""
+    names = [e.name for e in bench_engines()]
+    if name not in names:
+        raise UsageError(f"unknown backend '{name}'; choose one of {', '.join(names)}")
+    return get_engine(name)
+
+
+def env_threads(threads: Optional[int]) -> dict[str, str]:
+    """Environment for a worker process pinned to ``threads`` threads (OpenMP, MKL)."""
+    env = dict(os.environ)
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(threads)
+    return env
 
 
 @dataclass
@@ -119,7 +142,7 @@ def _select_heads(available: Sequence[int], heads: Optional[Sequence[int]]) -> l
     return sorted(set(heads))
 
 
-def plan_jobs(manifest: Optional[Manifest], backend_list: Sequence[Backend], *,
+def plan_jobs(manifest: Optional[Manifest], backend_list: Sequence[Engine], *,
               heads: Optional[Sequence[int]] = None, config: Optional[dict] = None,
               checkpoint: Optional[Path] = None) -> tuple[list[Job], list[str]]:
     """Jobs for every artifact of every backend's target in ``manifest``, and why targets were skipped."""
@@ -154,7 +177,7 @@ def plan_jobs(manifest: Optional[Manifest], backend_list: Sequence[Backend], *,
                                 entry=r.get("entry"), details=details,
                                 file_bytes=manifest.file_bytes(b.target, file), export_dir=manifest.dir,
                                 notes=list(r.get("notes") or [])))
-    known = {b.target for b in backends()}
+    known = {b.target for b in bench_engines()}
     for t in targets:
         if t not in known:
             skipped.append(f"{t}: no runtime for these artifacts on this machine"
@@ -197,7 +220,7 @@ def run_job(job: Job, settings: BenchSettings, input_shape: Sequence[int], *,
         return {"error": f"worker exited with code {proc.returncode}" + (f": {tail}" if tail else "")}
 
 
-def job_row(job: Job, result: dict, settings: BenchSettings, backend: Backend, profile: dict[int, Any]) -> dict:
+def job_row(job: Job, result: dict, settings: BenchSettings, backend: Engine, profile: dict[int, Any]) -> dict:
     """A report row from a job and its worker result."""
     tp = result.get("throughput") or {}
     extra: dict[str, Any] = {
@@ -262,9 +285,9 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
     if backend_names:
         names = list(backend_names)
     elif settings.device != "cpu":  # --device cuda alone: the paper's protocol, eager PyTorch
-        names = [b.name for b in backends() if settings.device in b.devices]
-    else:
-        names = [b.name for b in backends() if b.default]
+        names = [b.name for b in bench_engines() if settings.device in b.devices]
+    else:  # every runtime of an artifact (eager PyTorch only when asked for)
+        names = [b.name for b in bench_engines() if b.target is not None]
     blist = [get_backend(n) for n in names]
     for b in blist:
         b.check_device(settings.device)
@@ -297,7 +320,7 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
         have = ", ".join(manifest.targets) if manifest else "none"
         raise UsageError(f"nothing to benchmark: the export has targets {have}; backend(s) {', '.join(names)} "
                          + ("; " + "; ".join(skipped) if skipped else "")
-                         + (f" (choose --backend {'|'.join(b.name for b in backends())})" if manifest else ""))
+                         + (f" (choose --backend {'|'.join(b.name for b in bench_engines())})" if manifest else ""))
     emit("plan", (manifest.dir if manifest else None, jobs, skipped))
     if manifest is None:
         emit("note", f"eager PyTorch on config '{config_name or 'base'}' with "

@@ -5,6 +5,8 @@
 resident memory therefore belong to this measurement alone, and no other runtime (or eager
 PyTorch) shares the process.  The job names the backend, the artifact and its manifest
 records, the k to measure and the protocol (threads, warm-up, timed runs, throughput batch).
+The artifact is opened and run by its engine (:mod:`hydravit_edge.engines`), as the Python
+runtime and export validation run it.
 
 What it measures, in this order:
 
@@ -42,9 +44,9 @@ def _median(values: list[float]) -> float:
 
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
-    from hydravit_edge.bench.backends import get_backend
+    from hydravit_edge.engines import get_engine
 
-    backend = get_backend(job["backend"])
+    backend = get_engine(job["backend"])
     backend.preload()  # import the runtime before timing the load
     k = int(job["k"])
     threads = job.get("threads")

@@ -60,19 +60,15 @@ How a target plugs in
      A target whose single artifact is assembled from per-k pieces (ONNX's per-k graphs,
      ExecuTorch's separately lowered methods) maps the pieces and assembles them here.
 
-3. ``predict(path, record, inputs) -> np.ndarray`` runs ONE artifact entry on a float32
-   NCHW batch and returns float32 logits ``[B, num_classes]``.  It is called by the default
-   :meth:`Exporter.validate` inside a separate process (:mod:`hydravit_edge.export.runner`)
-   that never runs PyTorch, so it must use the target's own runtime (onnxruntime,
-   executorch.runtime, ai_edge_litert, coremltools' predict).  If the artifact has a static
-   batch of 1, loop over the batch.  In that process ``hydravit_edge/__init__`` is NOT executed
-   (it imports PyTorch and timm, which would dominate the start-up time): import what you need
-   from submodules (``hydravit_edge.errors``, ``hydravit_edge.export.base``), never from the
-   top-level package, and keep the target module's top-level imports light.
+3. Running the artifacts is not the exporter's job: the runtime layer
+   (:mod:`hydravit_edge.engines`) has one engine per runtime of :data:`hydravit_edge.targets.RUNTIMES`,
+   and the target's ``runtime`` names it.  The default :meth:`Exporter.validate` runs every record
+   there, in a separate process that never runs PyTorch (:func:`run_in_runner`), exactly as a
+   deployment (the Python runtime, ``bench``) opens the files.  A new runtime is a new engine.
 
 4. ``validate(out_dir, records, reference, progress=None) -> list[ValidationResult]``.
    The default implementation (use it unless you cannot run the artifact here) returns
-   one ``check="runtime"`` result per record, comparing ``predict``'s output with
+   one ``check="runtime"`` result per record, comparing the engine's output with
    ``reference.logits[k]`` (= ``model(x, heads=k)`` in PyTorch) through :func:`compare`:
    max abs error <= ``tolerance`` and top-1 agreement on the batch.  A target that cannot
    run here (Core ML on Linux) overrides ``validate`` and returns, per k:
@@ -103,46 +99,30 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
-import importlib
 import importlib.metadata
 import importlib.util
-import json
-import os
 import platform
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from hydravit_edge.errors import HydraEdgeError, MissingDependencyError, UsageError
-from hydravit_edge.targets import MODES, TARGETS
+from hydravit_edge.engines.runner import run_isolated
+from hydravit_edge.errors import MissingDependencyError
+from hydravit_edge.targets import MODES
+
+from .errors import ExportError, ValidationError
+from .parallel import ExportPool, ProgressFn, per_k_task
+from .registry import _REGISTRY, TARGET_MODULES, exporter_names, exporters, get_exporter, register_exporter  # noqa: F401
 
 __all__ = [
     "MODES", "TARGET_MODULES", "Exporter", "ArtifactRecord", "TensorSpec", "ValidationResult", "Status",
     "Reference", "ExportError", "ValidationError", "register_exporter", "get_exporter", "exporters",
     "exporter_names", "compare", "path_size", "path_sha256", "ProgressFn",
 ]
-
-#: Modules that define (and register) targets, in table order (:data:`hydravit_edge.targets.TARGETS`).
-#: A module that is not part of this install (ImportError on the module itself) is ignored;
-#: errors inside it are not.
-TARGET_MODULES: list[str] = [t.module for t in TARGETS]
-
-ProgressFn = Callable[[str], None]
-
-
-class ExportError(HydraEdgeError):
-    """A target failed to produce its artifact (message meant for the user)."""
-
-
-class ValidationError(HydraEdgeError):
-    """An artifact does not reproduce PyTorch within tolerance, or could not be run."""
-
 
 # =========================================================================== records
 
@@ -460,10 +440,6 @@ class Exporter:
     def export_per_k(self, model: Any, heads: Sequence[int], out_dir: Path, progress: Optional[ProgressFn] = None,
                      pool: Any = None) -> list[ArtifactRecord]:
         """:meth:`export_k` for every k, spread over ``pool``'s workers (in this process without one)."""
-        import functools
-
-        from .parallel import ExportPool, per_k_task
-
         pool = pool if pool is not None else ExportPool(model, 1)
         done = pool.map(functools.partial(per_k_task, target=self.name, out_dir=str(out_dir)), heads, progress,
                         label=f"{self.name} k={{k}}")
@@ -473,15 +449,9 @@ class Exporter:
     def single_pool(model: Any, heads: Sequence[int], pool: Any = None) -> tuple[Any, Any]:
         """``(pool, narrowed)`` for a single artifact: the pool (an in-process one without it) and
         the model narrowed to ``max(heads)`` that the pool holds (a subset stores only what it uses)."""
-        from .parallel import ExportPool
-
         if pool is None:
             pool = ExportPool(model.narrow(max(heads)), 1)
         return pool, pool.model
-
-    def predict(self, path: Path, record: ArtifactRecord, inputs: np.ndarray) -> np.ndarray:
-        """Run ``record``'s entry of the artifact at ``path`` on ``inputs`` (in the runner process)."""
-        raise NotImplementedError(f"target {self.name} cannot run its artifacts here")
 
     def runtime_skip_reason(self) -> Optional[str]:
         """A reason the artifacts cannot run on this machine (e.g. "needs macOS"), else None."""
@@ -517,120 +487,15 @@ class Exporter:
         return {}
 
 
-# =========================================================================== registry
-
-_REGISTRY: dict[str, type[Exporter]] = {}
-_LOADED = False
-
-
-def register_exporter(cls: type[Exporter]) -> type[Exporter]:
-    """Class decorator: add a target to the registry under ``cls.name``."""
-    if not cls.name or not isinstance(cls.name, str):
-        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'")
-    if not cls.suffix:
-        raise TypeError(f"{cls.__name__} needs a class attribute 'suffix'")
-    bad = set(cls.modes) - set(MODES)
-    if bad:
-        raise TypeError(f"{cls.__name__}.modes has unknown modes {sorted(bad)}")
-    other = _REGISTRY.get(cls.name)
-    if other is not None and other.__qualname__ != cls.__qualname__:
-        raise TypeError(f"target '{cls.name}' registered twice ({other.__qualname__}, {cls.__qualname__})")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_targets() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    for mod in TARGET_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod:  # the target module is not part of this install
-                continue
-            raise
-    _LOADED = True
-
-
-def exporter_names() -> list[str]:
-    """Registered targets in table order."""
-    _load_targets()
-    order = {m.rsplit(".", 1)[-1]: i for i, m in enumerate(TARGET_MODULES)}
-    return sorted(_REGISTRY, key=lambda n: (order.get(n, len(order)), n))
-
-
-def get_exporter(name: str) -> Exporter:
-    """An instance of the target ``name``; unknown names are a :class:`UsageError` listing the choices."""
-    _load_targets()
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise UsageError(f"unknown target '{name}'; choose one of {', '.join(exporter_names() + ['all'])}")
-    return cls()
-
-
-def exporters() -> list[Exporter]:
-    return [get_exporter(n) for n in exporter_names()]
-
-
 # =========================================================================== runner
 
 def run_in_runner(target: str, target_dir: Path, records: Iterable[ArtifactRecord], inputs: np.ndarray,
                   timeout: float = 1800.0) -> dict[int, np.ndarray | str]:
-    """Run ``Exporter.predict`` for each record in a fresh ``python -m hydravit_edge.export.runner``.
+    """Run each record in ``target``'s engine (:mod:`hydravit_edge.engines`) in a fresh process.
 
     Returns ``{k: logits}``, or ``{k: "error text"}`` for a record that could not be run.
     """
-    records = list(records)
-    with tempfile.TemporaryDirectory(prefix="hydravit-validate-") as tmp:
-        tmp = Path(tmp)
-        job = {"target": target, "dir": str(Path(target_dir).resolve()), "records": [r.to_dict() for r in records],
-               "inputs": str(tmp / "inputs.npy"), "output": str(tmp / "outputs.npz")}
-        np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
-        (tmp / "job.json").write_text(json.dumps(job))
-        env = dict(os.environ)
-        env.setdefault("PYTHONWARNINGS", "ignore")
-        try:
-            proc = subprocess.run(light_python("hydravit_edge.export.runner") + [str(tmp / "job.json")],
-                                  capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return {r.k: f"{target} runtime did not finish within {timeout:.0f} s" for r in records}
-        out: dict[int, np.ndarray | str] = {}
-        errors = {}
-        if (tmp / "errors.json").exists():
-            errors = {int(k): v for k, v in json.loads((tmp / "errors.json").read_text()).items()}
-        if (tmp / "outputs.npz").exists():
-            with np.load(tmp / "outputs.npz") as z:
-                for name in z.files:
-                    out[int(name[1:])] = z[name]
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-        for r in records:
-            if r.k in errors:
-                out[r.k] = errors[r.k]
-            elif r.k not in out:
-                out[r.k] = (f"{target} runtime process exited with code {proc.returncode}"
-                            + (f": {' | '.join(tail)}" if tail else ""))
-        return out
-
-
-def light_python(module: str) -> list[str]:
-    """Command line running ``module.main(sys.argv[1:])`` in a fresh interpreter WITHOUT executing
-    ``hydravit_edge/__init__`` (it imports PyTorch and timm, ~10x a runtime's start-up time):
-    the two parent packages are stand-in modules whose ``__path__`` points at the real
-    directories, so their submodules import normally.  Append the module's arguments."""
-    import hydravit_edge.errors as errors_mod
-
-    pkg = str(Path(errors_mod.__file__).resolve().parent)
-    exp = str(Path(__file__).resolve().parent)
-    code = (
-        "import sys, types\n"
-        f"for name, path in (('hydravit_edge', {pkg!r}), ('hydravit_edge.export', {exp!r})):\n"
-        "    if name not in sys.modules:\n"
-        "        m = types.ModuleType(name); m.__path__ = [path]; m.__package__ = name; sys.modules[name] = m\n"
-        f"from {module} import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    return [sys.executable, "-c", code]
+    return run_isolated(target, Path(target_dir), [r.to_dict() for r in records], inputs, timeout=timeout)
 
 
 def machine_info() -> dict[str, str]:

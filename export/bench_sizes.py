@@ -8,7 +8,7 @@ ONNX and ExecuTorch and reports
   per-k files;
 * export time per target and mode;
 * latency at batch 1 on CPU, each measurement in a fresh process of the runtime
-  (:mod:`hydravit_edge.export.latency`), single vs per-k at every k, interleaved over
+  (:mod:`hydravit_edge.export.latency`, through :mod:`hydravit_edge.engines`), single vs per-k at every k, interleaved over
   ``rounds`` (the order alternates each round) so that a shared machine's drift hits both;
   the ratio per k is the median over rounds of the per-round ratio;
 * for ONNX: the per-k k=3/6/12 graphs vs timm's DeiT-tiny/small/base exported the same way
@@ -31,18 +31,19 @@ from typing import Any, Optional
 
 from hydravit_edge.console import console, human_bytes
 
-from .base import ArtifactRecord, get_exporter, light_python, path_size
+from .base import ArtifactRecord, get_exporter, path_size
 from .parallel import ExportPool, auto_jobs
 
 DEIT = {3: "deit_tiny_patch16_224", 6: "deit_small_patch16_224", 12: "deit_base_patch16_224"}
+#: one artifact's latency in a process of its own: python -m hydravit_edge.export.latency JOB
+LATENCY_WORKER = [sys.executable, "-m", "hydravit_edge.export.latency"]
 
 
-def _measure(kind: str, path: Path, entries: list[dict], runs: int, threads: int, img: list[int],
+def _measure(target: str, path: Path, records: list[dict], runs: int, threads: int, img: list[int],
              timeout: float = 1800) -> dict:
-    job = {"kind": kind, "path": str(path), "entries": entries, "runs": runs, "warmup": 2, "threads": threads,
+    job = {"target": target, "path": str(path), "records": records, "runs": runs, "warmup": 2, "threads": threads,
            "img": img}
-    proc = subprocess.run(light_python("hydravit_edge.export.latency") + [json.dumps(job)],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(LATENCY_WORKER + [json.dumps(job)], capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = " | ".join((proc.stderr or "").strip().splitlines()[-3:])
@@ -53,10 +54,10 @@ def _measure(kind: str, path: Path, entries: list[dict], runs: int, threads: int
 class _Server:
     """A latency worker in serve mode: one loaded artifact answering ``run <k>``."""
 
-    def __init__(self, kind: str, path: Path, entries: list[dict], threads: int, img: list[int]) -> None:
-        job = {"kind": kind, "path": str(path), "entries": entries, "warmup": 2, "threads": threads, "img": img,
+    def __init__(self, target: str, path: Path, records: list[dict], threads: int, img: list[int]) -> None:
+        job = {"target": target, "path": str(path), "records": records, "warmup": 2, "threads": threads, "img": img,
                "serve": True, "runs": 0}
-        self.proc = subprocess.Popen(light_python("hydravit_edge.export.latency") + [json.dumps(job)],
+        self.proc = subprocess.Popen(LATENCY_WORKER + [json.dumps(job)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while True:
             line = self.proc.stdout.readline()
@@ -82,8 +83,8 @@ class _Server:
                 self.proc.kill()
 
 
-def _entry(rec) -> dict:
-    return {"k": rec.k, "entry": rec.entry, "heads_input": rec.entry_kind == "graph+input"}
+def _entry(rec: ArtifactRecord) -> dict:
+    return rec.to_dict()
 
 
 def _alternate(a: "_Server", b: "_Server", k: int, runs: int) -> list[tuple[float, float]]:
@@ -245,7 +246,7 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
             # ---- switching k inside one loaded artifact (no reload)
             rec = [dirs["single"][1][k] for k in lat_ks]
             sw = _measure(kind, dirs["single"][0] / ex.single_filename,
-                          [{"k": r.k, "entry": r.entry, "heads_input": r.entry_kind == "graph+input"} for r in rec],
+                          [_entry(r) for r in rec],
                           max(3, runs // 2), threads, img)
             tres["switch"] = {"load_s": sw["load_s"], "session_mb": sw["rss_loaded_mb"] - sw["rss_start_mb"],
                               "peak_rss_mb": sw["peak_rss_mb"],
@@ -275,7 +276,7 @@ def _onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp
     # the rejected design: weights sliced at every run
     rs = runtime_slice_variant(single_dir / "hydravit.onnx", tmp_root / "onnx" / "runtime_slice.onnx")
     ks = sorted({min(lat_ks), max(lat_ks)})
-    entries = [{"k": k, "entry": None, "heads_input": True} for k in ks]
+    entries = [{"k": k} for k in ks]  # both graphs take the heads input
     a = _Server("onnx", rs, entries, threads, img)
     try:
         b = _Server("onnx", single_dir / "hydravit.onnx", entries, threads, img)
@@ -312,7 +313,7 @@ def _onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp
         samples: dict[int, list] = {k: [] for k in ks}
         for rnd in range(rounds):
             for k in ks:
-                e = [{"k": k, "entry": None, "heads_input": False}]
+                e = [{"k": k}]
                 a = _Server("onnx", per_k_dir / per_k_recs[k].file, e, threads, img)
                 try:
                     b = _Server("onnx", files[k], e, threads, img)

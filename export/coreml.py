@@ -368,13 +368,6 @@ class CoreMLExporter(Exporter):
             return "needs macOS"
         return self.missing("runtime")
 
-    def predict(self, path, record, inputs):
-        import coremltools as ct
-
-        ml = ct.models.MLModel(str(path), function_name=record.entry, compute_units=ct.ComputeUnit.CPU_ONLY)
-        out = [ml.predict({"image": np.ascontiguousarray(x[None], dtype=np.float32)})["logits"] for x in inputs]
-        return np.concatenate([np.asarray(o, dtype=np.float32).reshape(1, -1) for o in out])
-
     def _structure(self, path: Path, record: ArtifactRecord, cache: dict) -> ValidationResult:
         key = str(path)
         if key not in cache:

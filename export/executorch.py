@@ -36,8 +36,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from .base import ArtifactRecord, ExportError, Exporter, ProgressFn, TensorSpec, register_exporter
 
 PER_K_METHOD = "forward"
@@ -215,10 +213,6 @@ class ExecuTorchExporter(Exporter):
     #: the number of graph nodes, not with the weights), so two or more k always go to workers
     parallel_min_params = 0
 
-    def __init__(self) -> None:
-        self._programs: dict[str, Any] = {}
-        self._methods: dict[tuple[str, str], Any] = {}
-
     def entry_name(self, k: int) -> str:
         return f"forward_k{k}"
 
@@ -255,27 +249,7 @@ class ExecuTorchExporter(Exporter):
                                extra={"method": self.entry_name(k)}, notes=[SINGLE_SPEED_NOTE])
                 for k in heads]
 
-    # ---- runtime ---------------------------------------------------------------------
-    def _method(self, path: Path, name: str):
-        from hydravit_edge.executorch_runtime import import_runtime
-
-        key = str(path)
-        if key not in self._programs:
-            self._programs[key] = import_runtime().Runtime.get().load_program(key)
-        if (key, name) not in self._methods:
-            self._methods[(key, name)] = self._programs[key].load_method(name)
-        return self._methods[(key, name)]
-
-    def predict(self, path, record, inputs):
-        import torch
-
-        method = self._method(Path(path), record.entry or PER_K_METHOD)
-        outs = []
-        for i in range(inputs.shape[0]):
-            x = torch.from_numpy(np.ascontiguousarray(inputs[i:i + 1], dtype=np.float32))
-            outs.append(method.execute([x])[0].detach().numpy().copy())
-        return np.concatenate(outs, axis=0)
-
+    # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------
     def runtime_label(self) -> str:
         return f"executorch {self.versions().get('executorch')} runtime (XNNPACK)"
 

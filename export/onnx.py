@@ -335,9 +335,6 @@ class OnnxExporter(Exporter):
     entry_kind = "graph+input"
     tolerance = 1e-4
 
-    def __init__(self) -> None:
-        self._sessions: dict[str, Any] = {}
-
     def _specs(self, cfg, single: bool):
         inputs = [TensorSpec("image", ["batch", cfg.in_chans, cfg.img_size, cfg.img_size], "float32",
                              "normalised RGB image, NCHW")]
@@ -371,23 +368,7 @@ class OnnxExporter(Exporter):
                                       "branch_local_bytes": merger.local_bytes[k]})
                 for k in heads]
 
-    # ---- runtime ---------------------------------------------------------------------
-    def _session(self, path: Path):
-        key = str(path)
-        if key not in self._sessions:
-            import onnxruntime as ort
-
-            self._sessions[key] = ort.InferenceSession(key, providers=["CPUExecutionProvider"])
-        return self._sessions[key]
-
-    def predict(self, path, record, inputs):
-        sess = self._session(Path(path))
-        names = {i.name for i in sess.get_inputs()}
-        feed = {"image": np.ascontiguousarray(inputs, dtype=np.float32)}
-        if _HEADS_INPUT in names:
-            feed[_HEADS_INPUT] = np.asarray([record.k], dtype=np.int64)
-        return sess.run(["logits"], feed)[0]
-
+    # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------
     def runtime_label(self) -> str:
         return f"onnxruntime {self.versions().get('onnxruntime')} (CPU)"
 

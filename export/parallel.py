@@ -12,7 +12,7 @@ loads the model once, memory-mapped from a temporary file) and targets ask it fo
 ``fn(model, k)`` must be a module-level function (or a ``functools.partial`` of one) so it can
 be pickled, and its result must pickle (bytes, records, protobufs).  With ``jobs == 1`` the
 same calls run in this process on the caller's model, so the serial path is the parallel
-path minus the processes.  Errors raised in a worker (an :class:`~.base.ExportError` with its
+path minus the processes.  Errors raised in a worker (an :class:`~.errors.ExportError` with its
 message) are re-raised here and the other workers are stopped.
 """
 
@@ -30,11 +30,14 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
-from .base import ExportError, ProgressFn
+from .errors import ExportError
+from .registry import get_exporter
 
-__all__ = ["ExportPool", "auto_jobs", "cpu_count", "per_k_task"]
+__all__ = ["ExportPool", "ProgressFn", "auto_jobs", "cpu_count", "per_k_task"]
 
 R = TypeVar("R")
+#: ``progress(description)``: called once per finished unit of work (a k exported).
+ProgressFn = Callable[[str], None]
 
 #: Models with fewer parameters export serially by default: a worker's start-up (importing
 #: torch and the exporter's toolkit, 5-15 s) costs more than it saves on a small graph.
@@ -85,8 +88,6 @@ def auto_jobs(model, tasks: int, min_params: int = PARALLEL_MIN_PARAMS) -> int:
 
 def per_k_task(model, k: int, target: str, out_dir: str):
     """One per-k file of ``target`` (:meth:`Exporter.export_k`), as a picklable pool task."""
-    from .base import get_exporter
-
     return get_exporter(target).export_k(model, k, Path(out_dir))
 
 

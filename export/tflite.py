@@ -38,8 +38,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from hydravit_edge.errors import MissingDependencyError
 
 from .base import (ArtifactRecord, ExportError, Exporter, ProgressFn, Reference, TensorSpec, ValidationResult,
@@ -198,9 +196,6 @@ class TFLiteExporter(Exporter):
     precision = "fp32"
     per_k_signature = "serving_default"
 
-    def __init__(self) -> None:
-        self._interpreters: dict[str, Any] = {}
-
     def entry_name(self, k: int) -> Optional[str]:
         return f"k{k}"
 
@@ -283,21 +278,7 @@ class TFLiteExporter(Exporter):
             r.notes.append(note)
         return records
 
-    # ---- runtime ---------------------------------------------------------------------
-    def _interpreter(self, path: Path):
-        key = str(path)
-        if key not in self._interpreters:
-            interp = _import("ai_edge_litert.interpreter", "runtime")
-            self._interpreters[key] = interp.Interpreter(model_path=key)
-        return self._interpreters[key]
-
-    def predict(self, path, record, inputs):
-        it = self._interpreter(Path(path))
-        sig = record.entry or record.extra.get("signature") or self.per_k_signature
-        runner = it.get_signature_runner(sig)
-        out = [runner(image=np.ascontiguousarray(x[None], dtype=np.float32))["logits"] for x in inputs]
-        return np.concatenate([np.asarray(o, dtype=np.float32).reshape(1, -1) for o in out])
-
+    # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------
     def runtime_label(self) -> str:
         return f"ai-edge-litert {self.versions().get('ai-edge-litert')} (Interpreter, XNNPACK)"
 

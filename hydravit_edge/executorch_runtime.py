@@ -12,7 +12,7 @@ report that memory as the artifact's.
 
 :func:`import_runtime` imports the runtime with ``executorch.exir`` standing in as a bare
 package (its ``__path__`` points at the real directory, so ``_warnings`` loads from its own
-file, as ``base.light_python`` does for ``hydravit_edge``), then removes the stand-in, so a
+file), then removes the stand-in, so a
 later ``import executorch.exir`` in the same process gets the real compiler.  If the runtime
 ever needs more of ``exir`` than that, the import is retried the ordinary way.
 """

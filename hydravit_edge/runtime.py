@@ -7,7 +7,8 @@
 >>> rt.predict(images, heads=3)         # or a fixed k; same session, no reload
 
 It loads ONE artifact of an export directory (the single artifact holding every k, else
-the per-k files) with onnxruntime or ExecuTorch, reads the per-device lookup table (the
+the per-k files) with its engine (:mod:`hydravit_edge.engines`: onnxruntime, ExecuTorch or
+LiteRT), reads the per-device lookup table (the
 policy thresholds and per-k p90 latency, ``hydravit-edge lut build``), reads the battery,
 charging, low-power and thermal state from ``/sys`` (:mod:`hydravit_edge.battery`; unknown
 where absent) and picks k per call through :mod:`hydravit_edge.policy`, with hysteresis.
@@ -28,6 +29,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from .contract.manifest import Manifest, ManifestError, find_export_dir
+from .engines import get_engine
 from .errors import UsageError
 from .targets import python_runtimes
 from .transform import EvalTransform
@@ -108,11 +110,9 @@ class Runtime:
                  backend: Optional[str] = None, mode: str = "single", threads: Optional[int] = None,
                  power: Optional[PowerSource] = None, sys_root: str | os.PathLike = "/sys",
                  power_interval_s: float = 1.0, budget_ms: Optional[float] = None):
-        from hydravit_edge.bench.backends import get_backend
-
         self.manifest = Manifest.load(export_dir)
         self.backend_name, self.target = self._pick_backend(backend)
-        self.backend = get_backend(self.backend_name)
+        self.backend = get_engine(self.backend_name)
         files = self.manifest.files_by_artifact(self.target)
         if mode not in ("single", "per-k"):
             raise UsageError(f"mode must be 'single' or 'per-k', got {mode!r}")
@@ -150,18 +150,16 @@ class Runtime:
 
     # ---- setup ------------------------------------------------------------------------
     def _pick_backend(self, backend: Optional[str]) -> tuple[str, str]:
-        from hydravit_edge.bench.backends import get_backend
-
         if backend is not None:
             if backend not in RUNTIME_BACKENDS:
                 raise UsageError(f"the runtime supports backends {', '.join(RUNTIME_BACKENDS)}, not '{backend}'")
-            b = get_backend(backend)
+            b = get_engine(backend)
             self.manifest.target(b.target)  # raises when the export lacks it
             b.require()
             return backend, b.target
         reasons = []
         for name in RUNTIME_BACKENDS:
-            b = get_backend(name)
+            b = get_engine(name)
             if b.target not in self.manifest.target_names():
                 continue
             missing = b.missing()

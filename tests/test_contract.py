@@ -137,14 +137,15 @@ def test_targets_table_matches_the_exporters():
         assert runtime_for_target(t.name).name == t.runtime
 
 
-def test_runtimes_table_matches_the_backends():
-    from hydravit_edge.bench.backends import backend_names, get_backend
+def test_runtimes_table_matches_the_engines():
+    from hydravit_edge.bench.harness import bench_engines
+    from hydravit_edge.engines import engine_names, get_engine
 
-    benchable = [r.name for r in RUNTIMES if r.bench]
-    assert [n for n in backend_names() if n in benchable] == benchable
-    for name in benchable:
-        b, r = get_backend(name), next(r for r in RUNTIMES if r.name == name)
-        assert (b.target, tuple(b.modules), b.extra) == (r.target, r.modules, r.extra), name
+    assert engine_names() == list(runtime_names())  # one engine per runtime of the table, in its order
+    for r in RUNTIMES:
+        e = get_engine(r.name)
+        assert (e.target, tuple(e.modules), e.extra) == (r.target, r.modules, r.extra), r.name
+    assert [e.name for e in bench_engines()] == [r.name for r in RUNTIMES if r.bench]
     assert python_runtimes() == ("onnxruntime", "executorch", "tflite")
     schema = json.loads(schemas.schema_path(Report).read_text())
     assert tuple(schema["$defs"]["row"]["properties"]["backend"]["enum"]) == runtime_names()
