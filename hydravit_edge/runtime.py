@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
@@ -79,6 +80,8 @@ class Prediction:
     decision: Optional[Any] = None
     #: the power state the decision used (battery, charging, low_power, thermal, budget_ms)
     power: Optional[dict] = None
+    #: ms this call spent opening an artifact (per-k files: the first call at a k not open); 0 otherwise
+    load_ms: float = 0.0
 
     @property
     def reason(self) -> str:
@@ -99,7 +102,11 @@ class Runtime:
     device: the device name to look up in the LUT (default: this host's name, as ``bench`` writes it).
     backend: ``onnxruntime``, ``executorch`` or ``tflite``; default: the first of those whose
         artifacts the export holds and whose runtime is installed.
-    mode: prefer ``single`` (default: one artifact for every k) or ``per-k`` artifacts.
+    mode: ``single`` (default: the one artifact that holds every k, loaded once) or ``per-k``: the
+        file of each k, opened when that k is first needed; at most ``keep`` files stay open (the least
+        recently used is closed), so switching to an open k is free and to another one costs a load
+        (``Prediction.load_ms``).
+    heads: the k to open first (default: the largest).
     power: a callable returning the power state (a :class:`hydravit_edge.battery.PowerState`,
         a :class:`hydravit_edge.policy.PolicyInput` or a dict of its fields); default reads
         ``/sys`` (``sys_root``) at most every ``power_interval_s`` seconds.
@@ -109,30 +116,43 @@ class Runtime:
     def __init__(self, export_dir: str | os.PathLike, *, lut: Any = None, device: Optional[str] = None,
                  backend: Optional[str] = None, mode: str = "single", threads: Optional[int] = None,
                  power: Optional[PowerSource] = None, sys_root: str | os.PathLike = "/sys",
-                 power_interval_s: float = 1.0, budget_ms: Optional[float] = None):
+                 power_interval_s: float = 1.0, budget_ms: Optional[float] = None,
+                 heads: Optional[int] = None, keep: int = 2):
         self.manifest = Manifest.load(export_dir)
         self.backend_name, self.target = self._pick_backend(backend)
         self.backend = get_engine(self.backend_name)
         files = self.manifest.files_by_artifact(self.target)
         if mode not in ("single", "per-k"):
             raise UsageError(f"mode must be 'single' or 'per-k', got {mode!r}")
+        if keep < 1:
+            raise UsageError(f"keep must be >= 1, got {keep}")
         multi = {f: recs for f, recs in files.items() if len(recs) > 1}
         if mode == "single" and multi:
-            self.file, records = max(multi.items(), key=lambda kv: len(kv[1]))
+            chosen = dict([max(multi.items(), key=lambda kv: len(kv[1]))])
         elif mode == "single" and len(files) > 1:
             raise ManifestError(
                 f"{self.manifest.dir}: the {self.target} artifacts are one file per k; the runtime loads one "
-                "artifact that holds every k (export with --mode single), or pass mode='per-k' for one k")
-        else:
-            self.file, records = next(iter(files.items()))
+                "artifact that holds every k (export with --mode single), or pass mode='per-k' to open the "
+                "file of each k as it is needed")
+        else:  # per-k: every file, opened when its k is first needed (at most ``keep`` open at a time)
+            chosen = files
+        #: k -> (file relative to the manifest, its records)
+        self._file_of_k = {int(r["k"]): (f, recs) for f, recs in chosen.items() for r in recs}
+        self.heads = sorted(self._file_of_k)
         self.mode = mode
         self.threads = threads
-        details = self.manifest.details(self.target)
+        self.keep = int(keep)
+        self._details = self.manifest.details(self.target)
+        self._sessions: "OrderedDict[str, Any]" = OrderedDict()  # file -> Session, least recently used first
+        self.loads = 0  # artifacts opened by this runtime: 1 for a single artifact, switching k never reloads
         self.backend.preload()  # load_ms below is the artifact's, not the runtime module's import
+        first = heads if heads is not None else self.heads[-1]
+        if first not in self._file_of_k:
+            raise UsageError(f"heads={first} is not in this export's {self.target} artifacts; they hold k in "
+                             f"{self.heads}")
         t0 = time.perf_counter()
-        self.session = self.backend.open(self.manifest.dir / self.file, records, threads=threads, details=details)
+        self._session_for(first)
         self.load_ms = (time.perf_counter() - t0) * 1e3
-        self.heads = list(self.session.heads)
         self.labels = self.manifest.labels
         self.mean = np.asarray(self.manifest.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         self.std = np.asarray(self.manifest.std, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -140,13 +160,38 @@ class Runtime:
         self.in_chans = self.manifest.in_chans
         #: the model's evaluation transform, as the manifest states it
         self.transform = EvalTransform.from_spec(self.manifest.input, self.manifest.config)
-        self.loads = 1  # artifacts opened by this runtime: stays 1, switching k never reloads
         self.current_k: Optional[int] = None
         self._setup_policy(lut, device, budget_ms)
         self._power = power
         self._sys_root = sys_root
         self._power_interval = float(power_interval_s)
         self._power_cache: tuple[float, Any] | None = None
+
+    # ---- sessions -----------------------------------------------------------------------
+    @property
+    def file(self) -> str:
+        """The artifact file that ran last (relative to the manifest)."""
+        return next(reversed(self._sessions))
+
+    @property
+    def session(self):
+        """The :class:`~hydravit_edge.engines.Session` that ran last."""
+        return self._sessions[self.file]
+
+    def _session_for(self, k: int):
+        """The open session holding k (opened now if needed; the least recently used beyond ``keep`` closed)."""
+        file, records = self._file_of_k[k]
+        session = self._sessions.get(file)
+        if session is not None:
+            self._sessions.move_to_end(file)
+            return session
+        session = self.backend.open(self.manifest.dir / file, records, threads=self.threads, details=self._details)
+        self.loads += 1
+        self._sessions[file] = session
+        while len(self._sessions) > self.keep:
+            _, old = self._sessions.popitem(last=False)
+            old.close()
+        return session
 
     # ---- setup ------------------------------------------------------------------------
     def _pick_backend(self, backend: Optional[str]) -> tuple[str, str]:
@@ -274,18 +319,23 @@ class Runtime:
                 raise UsageError(f"heads={k} is not in this artifact; it holds k in {self.heads}")
         x = self.preprocess(images, normalized)
         switched = self.current_k is not None and k != self.current_k
+        loads = self.loads
         t0 = time.perf_counter()
-        logits = self.session.run(k, x)
-        latency = (time.perf_counter() - t0) * 1e3
+        session = self._session_for(k)
+        t1 = time.perf_counter()
+        logits = session.run(k, x)
+        latency = (time.perf_counter() - t1) * 1e3
         self.current_k = k
         idx = logits.argmax(-1)
         names = [self.labels[i] for i in idx] if self.labels else None
         return Prediction(k=k, logits=logits, indices=idx, labels=names, latency_ms=latency, switched=switched,
-                          decision=decision, power=state)
+                          decision=decision, power=state,
+                          load_ms=(t1 - t0) * 1e3 if self.loads > loads else 0.0)
 
     def describe(self) -> dict:
         return {"export": str(self.manifest.dir), "file": self.file, "backend": self.backend_name,
                 "heads": self.heads, "load_ms": round(self.load_ms, 3), "policy": self.policy_source}
 
     def close(self) -> None:
-        self.session.close()
+        while self._sessions:
+            self._sessions.popitem()[1].close()

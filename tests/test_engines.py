@@ -71,3 +71,25 @@ def test_missing_or_broken_files_are_errors_per_record(tiny_exports, tmp_path):
     # in a process of its own (export validation): the same results, logits for the good file
     good = run_isolated("onnx", path.parent, [dict(r, file=path.name) for r in records], x, timeout=300)
     assert all(v.shape == (1, 10) for v in good.values())
+
+
+def test_static_batch_is_split_and_padded():
+    """A graph of static batch 3 given 7 images: calls of exactly 3 (the last padded), outputs in order."""
+    from hydravit_edge.engines.base import Session
+
+    calls = []
+
+    class Fake(Session):
+        def feed(self, k, x):
+            return x
+
+        def call(self, k, feed):
+            calls.append(feed.shape[0])
+            return feed.reshape(feed.shape[0], -1)[:, :2] * k
+
+    rec = {"k": 2, "inputs": [{"name": "image", "shape": [3, 1, 2, 2], "dtype": "float32"}]}
+    s = Fake(None, None, [rec])
+    x = np.arange(7 * 4, dtype=np.float32).reshape(7, 1, 2, 2)
+    out = s.run(2, x)
+    assert calls == [3, 3, 3] and out.shape == (7, 2)
+    np.testing.assert_array_equal(out, x.reshape(7, -1)[:, :2] * 2)

@@ -150,3 +150,19 @@ print(rt.Runtime.__name__, type(sys.modules["executorch.exir"]).__name__, "execu
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-3:] == ["Runtime", "module", "True"]
+
+
+def test_static_batch_graph_takes_any_batch(et_exports):
+    """The .pte takes batch 1 (the manifest says so); the runtime splits a batch of 4 and gives the same logits."""
+    from hydravit_edge.runtime import Runtime
+
+    rep = et_exports["single"]
+    rec = Manifest.load(rep.out_dir).data["targets"]["executorch"]["artifacts"][0]
+    assert rec["inputs"][0]["shape"][0] == 1
+    rt = Runtime(rep.out_dir, backend="executorch")
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    out = rt.predict(x, heads=4, normalized=True)
+    one = np.concatenate([rt.predict(x[i:i + 1], heads=4, normalized=True).logits for i in range(4)])
+    assert out.logits.shape == (4, 5)
+    np.testing.assert_allclose(out.logits, one, atol=1e-6)
+    rt.close()

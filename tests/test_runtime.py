@@ -150,8 +150,30 @@ def test_runtime_errors(tiny_exports, lut_path, tmp_path):
     assert np.abs(rt.preprocess(plain) - rt.preprocess(img)).max() > 0.1
 
 
-def test_per_k_file_runs_one_k(tiny_exports):
+def test_per_k_files_switch_k(tiny_exports):
+    """Per-k exports: every k's file, opened when needed, at most `keep` open (was: always the k=1 file)."""
+    import torch
+
     from hydravit_edge.runtime import Runtime
 
+    model = tiny_hydra()
+    x = _images(2)
     rt = Runtime(tiny_exports["per-k"], mode="per-k")
-    assert rt.heads == [1] and rt.predict(_images(1)).k == 1
+    assert rt.heads == [1, 2] and rt.file == "onnx/k2.onnx" and rt.loads == 1  # the largest k first
+    assert rt.predict(x).k == 2  # no LUT, no battery: the largest k, already open
+    out = rt.predict(x, heads=1)
+    assert out.k == 1 and out.load_ms > 0 and rt.loads == 2 and rt.file == "onnx/k1.onnx"
+    with torch.no_grad():
+        np.testing.assert_allclose(out.logits, model(torch.from_numpy(rt.preprocess(x)), heads=1).numpy(), atol=1e-4)
+    again = rt.predict(x, heads=2)
+    assert again.load_ms == 0 and rt.loads == 2  # both open: switching is free
+    rt.close()
+
+    rt = Runtime(tiny_exports["per-k"], mode="per-k", heads=1, keep=1)
+    assert rt.file == "onnx/k1.onnx"
+    for k in (2, 1, 2):
+        assert rt.predict(x, heads=k).load_ms > 0  # keep=1: each switch closes one file and opens another
+    assert rt.loads == 4 and len(rt._sessions) == 1
+    with pytest.raises(UsageError, match="heads=3 is not in"):
+        Runtime(tiny_exports["per-k"], mode="per-k", heads=3)
+    rt.close()

@@ -121,14 +121,23 @@ class Session:
     def run(self, k: int, x: np.ndarray) -> np.ndarray:
         """Logits ``[B, classes]`` of subnetwork k for the float32 NCHW batch ``x``.
 
-        A batch larger than the artifact's static batch is run in chunks.
+        A batch that does not fit the artifact's static batch (the manifest's ``inputs`` shape: an int
+        first dimension; ``"batch"`` is dynamic) is run in chunks of that size, the last one padded.
         """
         self.prepare(k)
         x = np.ascontiguousarray(x, dtype=np.float32)
         limit = self.max_batch(k)
-        if limit is None or x.shape[0] <= limit:
+        n = x.shape[0]
+        if limit is None or n == limit:
             return self.to_numpy(self.call(k, self.feed(k, x)))
-        parts = [self.to_numpy(self.call(k, self.feed(k, x[i:i + limit]))) for i in range(0, x.shape[0], limit)]
+        parts = []
+        for i in range(0, n, limit):
+            chunk = x[i:i + limit]
+            if chunk.shape[0] < limit:  # a static graph takes exactly its batch: pad, then drop the padding
+                pad = np.zeros((limit - chunk.shape[0],) + chunk.shape[1:], dtype=chunk.dtype)
+                parts.append(self.to_numpy(self.call(k, self.feed(k, np.concatenate([chunk, pad]))))[:chunk.shape[0]])
+            else:
+                parts.append(self.to_numpy(self.call(k, self.feed(k, chunk))))
         return np.concatenate(parts, axis=0)
 
     def timed(self, k: int, feed: Any, n: int) -> list[float]:
