@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import torch
 
 from .config import HydraConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, not_found
 from .fileio import atomic_write
 from .model import HydraViT
 
@@ -145,7 +145,7 @@ def read_checkpoint(path: str | os.PathLike, prefer_ema: bool = True) -> Checkpo
     """Read a checkpoint file of any supported format into a :class:`CheckpointContents`."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise not_found(CheckpointError, f"{path}: no such checkpoint file")
     kind = _sniff(path)
     if kind == "safetensors":
         return _read_safetensors(path, prefer_ema)

@@ -22,6 +22,27 @@ from rich.table import Table
 from .console import console, err_console
 from .errors import HydraEdgeError, UsageError, missing_dependency
 
+def _flag_type_hidden() -> None:
+    """Show no value placeholder for flags in ``--help``.
+
+    typer 0.29's rich help prints a type for every option, ``<bool>`` for flags (``--json``,
+    ``--help``) that take no value; its plain formatter already leaves flags without one.
+    """
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_hydravit_flags_hidden", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._hydravit_flags_hidden = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flag_type_hidden()
+
 app = typer.Typer(
     name="hydravit-edge",
     help="HydraViT on-device toolkit: train one ViT, export every head count, benchmark, deploy.",
@@ -54,7 +75,7 @@ def resolve_model_config(checkpoint: Optional[Path], config_name: str):
 def heads_option(spec: Optional[str], available) -> tuple[int, ...]:
     from .heads import parse_heads
 
-    return parse_heads(spec, available) if spec else tuple(available)
+    return parse_heads(spec, available) if spec is not None else tuple(available)
 
 
 @app.command()

@@ -8,6 +8,8 @@ model does not have, a missing optional dependency) is raised as a
 
 from __future__ import annotations
 
+import functools
+
 
 class HydraEdgeError(Exception):
     """An error with a message meant for the user; the CLI prints it without a traceback."""
@@ -23,6 +25,23 @@ class UsageError(HydraEdgeError, ValueError):
 
 class CheckpointError(HydraEdgeError):
     """A checkpoint file that cannot be read or does not fit the model."""
+
+
+class NotFoundError(UsageError):
+    """A file or directory the user named does not exist: a usage error (exit 2) in every command."""
+
+
+@functools.lru_cache(maxsize=None)
+def _not_found_class(base: type) -> type:
+    if issubclass(base, NotFoundError):
+        return base
+    return type(f"{base.__name__}NotFound", (base, NotFoundError), {"exit_code": NotFoundError.exit_code,
+                                                                     "__module__": base.__module__})
+
+
+def not_found(base: type, message: str) -> HydraEdgeError:
+    """``base(message)`` that is also a :class:`NotFoundError` (callers catching ``base`` still catch it)."""
+    return _not_found_class(base)(message)
 
 
 class MissingDependencyError(HydraEdgeError, ImportError):

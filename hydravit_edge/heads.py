@@ -27,7 +27,11 @@ def parse_heads(spec: str | int | Iterable[int], available: Sequence[int] | None
                     raise UsageError(f"heads range '{spec}' is empty: {lo} > {hi}")
                 ks = list(range(lo, hi + 1))
             else:
-                ks = [int(p) for p in text.split(",") if p != ""]
+                parts = text.split(",")
+                if "" in parts:
+                    raise UsageError(f"cannot read heads '{spec}': an empty item in the list "
+                                     "(use e.g. '3,6,12')")
+                ks = [int(p) for p in parts]
         except ValueError:
             raise UsageError(
                 f"cannot read heads '{spec}': use a range '3..12', a list '3,6,12' or one number '6'"

@@ -22,7 +22,7 @@ def test_parse_heads(spec, want):
     assert parse_heads(spec) == want
 
 
-@pytest.mark.parametrize("spec", ["", "x", "3..", "12..3", "3,,x", "0", "-1..2", "1.5"])
+@pytest.mark.parametrize("spec", ["", "x", "3..", "12..3", "3,,x", "3,,6", ",3", "6,", "0", "-1..2", "1.5"])
 def test_parse_heads_rejects(spec):
     with pytest.raises(UsageError):
         parse_heads(spec)
@@ -135,3 +135,24 @@ def test_missing_extra_is_one_clear_line(monkeypatch, capsys):
     code, _, err = run(capsys, "eval", "runs/x", "--data", "digits")
     assert code == 1 and "pip install 'hydravit-edge[train]'" in err and "Traceback" not in err
     assert tcli is not None
+
+
+def test_empty_heads_is_an_error_everywhere(capsys):
+    """`--heads ""` meant every k in `info` and was an error in `export`: an error in both now."""
+    code, _, err = run(capsys, "info", "--heads", "")
+    assert code == 2 and "empty heads" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["info", "-c", "{missing}/m.safetensors"],
+    ["eval", "{missing}/m.safetensors", "--data", "digits"],
+    ["export", "--checkpoint", "{missing}/m.safetensors", "--target", "onnx"],
+    ["train", "--data", "digits", "--init", "{missing}/m.safetensors", "--out", "{missing}/run"],
+    ["bench", "{missing}/exp"],
+    ["predict", "{missing}/exp", "x.png"],
+    ["lut", "show", "{missing}/lut.json"],
+], ids=lambda a: a[0] + (" " + a[1] if a[1] == "show" else ""))
+def test_a_missing_path_is_exit_2_everywhere(argv, tmp_path, capsys):
+    """A path the user named that does not exist: exit 2 in every command (was 1 in info/eval, 2 in export/train)."""
+    code, _, err = run(capsys, *[a.format(missing=tmp_path / "nope") for a in argv])
+    assert code == 2 and "nope" in err and "Traceback" not in err

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Mapping, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
-from hydravit_edge.errors import HydraEdgeError
+from hydravit_edge.errors import HydraEdgeError, not_found
 
 __all__ = ["Model", "OpenModel", "Document", "read_json", "format_errors"]
 
@@ -69,7 +69,7 @@ def read_json(path: Path, what: str, error: type[HydraEdgeError], missing: Optio
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise error(missing or f"{path}: no such {what} file") from None
+        raise not_found(error, missing or f"{path}: no such {what} file") from None
     except IsADirectoryError:
         raise error(f"{path}: is a directory, expected a {what} JSON file") from None
     except (OSError, UnicodeDecodeError) as exc:

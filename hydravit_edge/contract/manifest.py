@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Sequence, Union
 
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from hydravit_edge.errors import HydraEdgeError
+from hydravit_edge.errors import HydraEdgeError, not_found
 
 from ._base import Document, OpenModel, read_json
 
@@ -303,7 +303,7 @@ class Manifest(Document):
         d = Path(directory)
         path = d if d.name.endswith(".json") and not d.is_dir() else d / MANIFEST_FILE
         if not d.exists():
-            raise ManifestError(f"{d}: no such export directory (run `hydravit-edge export` first)")
+            raise not_found(ManifestError, f"{d}: no such export directory (run `hydravit-edge export` first)")
         missing = f"{d}: no {MANIFEST_FILE} here; is it an export directory? (run `hydravit-edge export`)"
         man = cls.check(read_json(path, "export manifest", ManifestError, missing=missing), str(path))
         man._dir = path.parent
