@@ -281,8 +281,11 @@ def _check_compatible(arch: Architecture, config: HydraConfig, path: Path) -> No
         problems.append(f"width {arch.width} is wider than the model's {config.embed_dim}")
     elif arch.width % config.head_dim:
         problems.append(f"width {arch.width} is not a whole number of {config.head_dim}-dim heads")
-    if arch.width and abs(arch.mlp_hidden / arch.width - config.mlp_ratio) > 1e-6:
-        problems.append(f"MLP ratio {arch.mlp_hidden / arch.width:g} != {config.mlp_ratio:g}")
+    elif arch.mlp_hidden != config.mlp_hidden(arch.width // config.head_dim):
+        # the narrower timm ViT of width e has int(e * mlp_ratio) MLP units (HydraConfig.mlp_hidden)
+        problems.append(f"MLP width {arch.mlp_hidden} != {config.mlp_hidden(arch.width // config.head_dim)} "
+                        f"(mlp_ratio {config.mlp_ratio:g} at width {arch.width}; the checkpoint's ratio is "
+                        f"{arch.mlp_hidden / arch.width:g})")
     if problems:
         raise CheckpointError(f"{path}: architecture does not match the model: " + "; ".join(problems))
 
@@ -312,26 +315,21 @@ def load_state_into(model: HydraViT, contents: CheckpointContents) -> HydraViT:
         if unexpected:
             parts.append(f"unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
         raise CheckpointError(f"{path}: " + "; ".join(parts))
-    full, e = config.embed_dim, arch.width
-    k_src = e // config.head_dim
+    k_src = arch.width // config.head_dim
+    cuts = model.slicing.cuts(model.slicing.widths(k_src))  # the checkpoint is subnetwork k_src's cut
     with torch.no_grad():
         for name, src in sd.items():
             dst = target[name]
-            if name.startswith("head_k."):
-                if src.shape != dst.shape:
-                    raise CheckpointError(f"{path}: {name} has shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
-                dst.copy_(src)
-                continue
-            if name.endswith("attn.qkv.weight") or name.endswith("attn.qkv.bias"):
-                if src.shape[0] != 3 * e:
-                    raise CheckpointError(f"{path}: {name} has shape {tuple(src.shape)}, expected {3 * e} rows")
-                for i in range(3):  # q, k, v thirds land at row offsets 0, D, 2D
-                    block = src[i * e:(i + 1) * e]
-                    dst[(slice(i * full, i * full + e),) + tuple(slice(0, n) for n in block.shape[1:])].copy_(block)
-                continue
-            if src.dim() != dst.dim() or any(s > d for s, d in zip(src.shape, dst.shape)):
-                raise CheckpointError(f"{path}: {name} has shape {tuple(src.shape)}, model has {tuple(dst.shape)}")
-            dst[tuple(slice(0, n) for n in src.shape)].copy_(src)
+            c = cuts[model.slicing.params[name].rule]
+            want = c.shape(dst.shape)
+            if tuple(src.shape) != want:
+                raise CheckpointError(f"{path}: {name} has shape {tuple(src.shape)}, expected {want} "
+                                      f"for a {k_src}-head checkpoint")
+            offset = 0
+            for idx in c.pieces:  # e.g. the q, k, v thirds land at row offsets 0, D, 2D
+                n = idx[c.axis].stop - idx[c.axis].start if c.axis is not None else None
+                dst[idx].copy_(src if n is None else src.narrow(c.axis, offset, n))
+                offset += n or 0
         if config.separate_heads and not arch.separate_heads and "head.weight" in sd:
             # a shared classifier initialises the separate classifier of the checkpoint's own k
             if str(k_src) in model.head_k:

@@ -88,7 +88,14 @@ class HydraConfig:
         return self.head_dim * k
 
     def mlp_hidden(self, k: int) -> int:
-        return int(self.width(k) * self.mlp_ratio)
+        """MLP hidden width of subnetwork k: timm's ``int(embed_dim * mlp_ratio)`` with embed_dim = head_dim*k.
+
+        The one formula for it (the slicing table, the model, profiles); ``floor`` equals ``int``
+        here and also works for a symbolic k under ``torch.export``.
+        """
+        from math import floor
+
+        return floor(self.width(k) * self.mlp_ratio)
 
     @property
     def max_heads(self) -> int:

@@ -2,14 +2,11 @@
 
 The parameters are exactly those of a timm :class:`~timm.models.vision_transformer.VisionTransformer`
 (same state-dict keys and shapes; DeiT-B/16 for the default config), so timm and official
-HydraViT checkpoints load as they are.  ``model(x, heads=k)`` runs the subnetwork that uses
-
-* patch-embedding output channels ``[:64k]``, cls token / position embedding ``[..., :64k]``;
-* every LayerNorm over the first ``64k`` features only, with weight/bias ``[:64k]``;
-* the qkv rows of the first k heads of q, k and v (timm lays qkv out as ``(3, H, 64)``) and
-  input columns ``[:64k]``; attention with k heads of 64 dims; proj ``[:64k, :64k]``;
-* fc1 ``[:4*64k, :64k]``, fc2 ``[:64k, :4*64k]``, the final norm and the classifier's input
-  columns ``[:64k]`` (or the separate classifier of k).
+HydraViT checkpoints load as they are.  ``model(x, heads=k)`` runs the subnetwork that uses the
+first ``head_dim*k`` features of every tensor, the q/k/v rows of the first k heads and the first
+``int(head_dim*k*mlp_ratio)`` MLP units; the exact cut of every parameter is the model's slicing
+table (:mod:`hydravit_edge.slicing`, ``model.slicing``), which the forward, ``subnet(k)``,
+``narrow(kmax)``, checkpoint loading and the exporters all read.
 
 All slices are views of the full parameters; nothing is copied in a forward pass, and
 gradients flow into exactly the sliced region (zero elsewhere).
@@ -28,10 +25,37 @@ from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
 from .config import HydraConfig
+from .errors import UsageError
+from .slicing import Cut, SliceTable, slicing_table, take, units
 
-__all__ = ["HydraViT", "SliceLeaves", "build_timm_vit", "hydravit_base_patch16_224"]
+__all__ = ["HydraViT", "SliceLeaves", "TIMM_OPTIONS", "build_timm_vit", "hydravit_base_patch16_224"]
 
 _LN_EPS = 1e-6
+
+#: timm options set from the HydraConfig (pass them there, not as timm keyword arguments).
+_CONFIG_OPTIONS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads",
+                   "mlp_ratio", "qkv_bias", "global_pool", "class_token", "drop_path_rate")
+#: timm options the sliced forward honours: dropout rates, initialisation, LayerScale (a slice of each
+#: gamma), qk-norm (per head, weights shared whole), an elementwise MLP activation, device and dtype.
+TIMM_OPTIONS = ("init_values", "qk_norm", "drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate",
+                "weight_init", "fix_init", "act_layer", "device", "dtype")
+
+
+def _check_timm_options(options: dict) -> None:
+    """Raise UsageError for a timm option the sliced forward cannot honour (others at their defaults pass)."""
+    import inspect
+
+    defaults = {n: p.default for n, p in inspect.signature(VisionTransformer.__init__).parameters.items()}
+    for name, value in options.items():
+        if name in _CONFIG_OPTIONS:
+            raise UsageError(f"HydraViT option {name!r} comes from the HydraConfig; set it there, not as a timm option")
+        if name in TIMM_OPTIONS:
+            continue
+        if name not in defaults:
+            raise UsageError(f"unknown timm VisionTransformer option {name!r}")
+        if value is not defaults[name] and value != defaults[name]:
+            raise UsageError(f"HydraViT cannot honour timm option {name}={value!r}: model(x, heads=k) slices the "
+                             f"standard ViT block; supported timm options are {list(TIMM_OPTIONS)}")
 
 
 def build_timm_vit(config: HydraConfig, k: Optional[int] = None, **overrides) -> VisionTransformer:
@@ -54,15 +78,23 @@ def build_timm_vit(config: HydraConfig, k: Optional[int] = None, **overrides) ->
     return VisionTransformer(**kwargs)
 
 
+def _table_for(config: HydraConfig, options: dict) -> SliceTable:
+    return slicing_table(config, layer_scale=bool(options.get("init_values")), qk_norm=bool(options.get("qk_norm")))
+
+
 class HydraViT(VisionTransformer):
     """A timm ViT with a head-count argument: ``model(x, heads=k)``.
 
     Build it from a :class:`HydraConfig`; ``model.subnet(k)`` extracts the k-head
-    subnetwork as a standalone timm ``VisionTransformer``.
+    subnetwork as a standalone timm ``VisionTransformer``.  ``timm_kwargs`` go to timm's
+    ``VisionTransformer`` (and to ``subnet(k)``); those the sliced forward cannot honour are
+    refused with a :class:`UsageError` (see ``TIMM_OPTIONS``).
     """
 
     def __init__(self, config: HydraConfig | None = None, **timm_kwargs) -> None:
         config = config or HydraConfig()
+        _check_timm_options(timm_kwargs)
+        table = _table_for(config, timm_kwargs)  # refuses MLP widths that do not nest
         super().__init__(
             img_size=config.img_size,
             patch_size=config.patch_size,
@@ -81,13 +113,23 @@ class HydraViT(VisionTransformer):
         self.config = config
         if config.separate_heads:
             self.head_k = nn.ModuleDict(
-                {str(k): nn.Linear(config.width(k), config.num_classes) for k in config.heads}
+                {str(k): nn.Linear(config.width(k), config.num_classes, device=timm_kwargs.get("device"),
+                                   dtype=timm_kwargs.get("dtype")) for k in config.heads}
             )
             for lin in self.head_k.values():
                 nn.init.trunc_normal_(lin.weight, std=0.02)
                 nn.init.zeros_(lin.bias)
         else:
             self.head_k = None
+        self.timm_options = dict(timm_kwargs)
+        #: how subnetwork k is cut from each parameter (:mod:`hydravit_edge.slicing`)
+        self.slicing: SliceTable = table
+        table.check_shapes({n: tuple(t.shape) for n, t in self.state_dict().items()})  # guards timm changes
+        for blk in self.blocks:
+            for norm in (blk.attn.q_norm, blk.attn.k_norm):
+                if not isinstance(norm, (nn.Identity, nn.LayerNorm)):  # pragma: no cover - guards timm changes
+                    raise UsageError(f"qk-norm layer {type(norm).__name__} is not a LayerNorm")
+        self._cut_cache: dict[int, tuple[dict, dict[str, Cut]]] = {}
         self._leaves: Optional[SliceLeaves] = None
 
     # ------------------------------------------------------------------ forward
@@ -106,70 +148,88 @@ class HydraViT(VisionTransformer):
         return self.forward_head_heads(feats, k)
 
     def forward_features_heads(self, x: torch.Tensor, k) -> torch.Tensor:
-        hd = self.config.head_dim
-        e = hd * k
+        u, c = self._cuts(k)
+        e = u["e"]
         pe = self.patch_embed.proj
-        x = F.conv2d(x, self._w(pe.weight)[:e], self._w(pe.bias)[:e], stride=pe.stride)
+        x = F.conv2d(x, self._take(pe.weight, c["patch.weight"]), self._take(pe.bias, c["features"]), stride=pe.stride)
         x = x.flatten(2).transpose(1, 2)  # B, N, e
-        cls = self._w(self.cls_token)[:, :, :e].expand(x.shape[0], -1, -1)
-        x = torch.cat((cls, x), dim=1) + self._w(self.pos_embed)[:, :, :e]
+        cls = self._take(self.cls_token, c["token"]).expand(x.shape[0], -1, -1)
+        x = torch.cat((cls, x), dim=1) + self._take(self.pos_embed, c["pos_embed"])
         x = self.pos_drop(x)
         for blk in self.blocks:
-            x = x + blk.drop_path1(self._attention(blk.attn, self._ln(blk.norm1, x, e), k, e))
-            x = x + blk.drop_path2(self._mlp(blk.mlp, self._ln(blk.norm2, x, e), e))
-        return self._ln(self.norm, x, e)
+            x = x + blk.drop_path1(self._scale(blk.ls1, self._attention(blk.attn, self._ln(blk.norm1, x, e, c), k, c), c))
+            x = x + blk.drop_path2(self._scale(blk.ls2, self._mlp(blk.mlp, self._ln(blk.norm2, x, e, c), c), c))
+        return self._ln(self.norm, x, e, c)
 
     def forward_head_heads(self, x: torch.Tensor, k) -> torch.Tensor:
-        e = self.config.head_dim * k
         x = x[:, 0]
         x = self.head_drop(x)
         if self.head_k is not None:
             head = self.head_k[str(int(k))]
             return head(x)
-        return F.linear(x, self._w(self.head.weight)[:, :e], self._w(self.head.bias)[:])
+        _, c = self._cuts(k)
+        return F.linear(x, self._take(self.head.weight, c["head.weight"]), self._take(self.head.bias, c["whole"]))
 
     # ------------------------------------------------------------------ pieces
+    def _cuts(self, k) -> tuple[dict, dict[str, Cut]]:
+        """The units and every slicing rule resolved for k (cached for int k; k may be symbolic)."""
+        if isinstance(k, int):
+            hit = self._cut_cache.get(k)
+            if hit is None:
+                u = units(self.config, k)
+                hit = self._cut_cache[k] = (u, self.slicing.cuts(u))
+            return hit
+        u = units(self.config, k)
+        return u, self.slicing.cuts(u)
+
     def _w(self, p: torch.Tensor) -> "_Slicer":
         """``self._w(p)[idx]`` is ``p[idx]``, or its leaf view inside :meth:`slice_leaves`."""
         return _Slicer(p, self._leaves)
 
-    def _ln(self, norm: nn.LayerNorm, x: torch.Tensor, e) -> torch.Tensor:
-        return F.layer_norm(x, (e,), self._w(norm.weight)[:e], self._w(norm.bias)[:e], _LN_EPS)
+    def _take(self, p: torch.Tensor, c: Cut) -> torch.Tensor:
+        """``p`` cut by ``c``: a view (or leaf view), or its pieces concatenated (q/k/v thirds while training)."""
+        return take(self._w(p), c, concat=_cat)
 
-    def _attention(self, attn: nn.Module, x: torch.Tensor, k, e) -> torch.Tensor:
+    def _ln(self, norm: nn.LayerNorm, x: torch.Tensor, e, c) -> torch.Tensor:
+        return F.layer_norm(x, (e,), self._take(norm.weight, c["features"]), self._take(norm.bias, c["features"]), _LN_EPS)
+
+    def _scale(self, ls: nn.Module, x: torch.Tensor, c) -> torch.Tensor:
+        """LayerScale: ``x * gamma[:e]`` (identity without ``init_values``)."""
+        return x if isinstance(ls, nn.Identity) else x * self._take(ls.gamma, c["features"])
+
+    def _qk_norm(self, norm: nn.Module, t: torch.Tensor, c) -> torch.Tensor:
+        """qk-norm acts per head over head_dim: its weights are used whole."""
+        if isinstance(norm, nn.Identity):
+            return t
+        return F.layer_norm(t, norm.normalized_shape, self._take(norm.weight, c["whole"]),
+                            self._take(norm.bias, c["whole"]), norm.eps)
+
+    def _attention(self, attn: nn.Module, x: torch.Tensor, k, c) -> torch.Tensor:
         B, N, _ = x.shape
         hd = self.config.head_dim
-        full = self.config.embed_dim
-        w, b = self._w(attn.qkv.weight), self._w(attn.qkv.bias)
-        # q, k and v rows of the first k heads: row blocks [0:e], [D:D+e], [2D:2D+e].
-        if self._leaves is not None:
-            # training: one GEMM as in timm (three narrow ones cost ~20% more at k=1); the weight
-            # copy is 3*e*e floats, and backward splits the gradient back into the three views
-            if e == full:
-                qkv = F.linear(x, w[:, :], b[:])
-            else:
-                qkv = F.linear(x, torch.cat([w[i * full:i * full + e, :e] for i in range(3)]),
-                               torch.cat([b[i * full:i * full + e] for i in range(3)]))
+        cw, cb = c["qkv.weight"], c["qkv.bias"]
+        # the qkv cut is the q, k and v rows of the first k heads, in timm's (3, k, head_dim) layout
+        if self._leaves is not None or cw.joined is not None:
+            # one GEMM as in timm: at k = num_heads (one view), and in training (three narrow GEMMs cost
+            # ~20% more at k=1; the weight copy is 3*e*e floats, backward splits its gradient into the views)
+            qkv = F.linear(x, self._take(attn.qkv.weight, cw), self._take(attn.qkv.bias, cb))
             q, kk, v = qkv.view(B, N, 3, k, hd).permute(2, 0, 3, 1, 4).unbind(0)
         else:
-            q = F.linear(x, w[:e, :e], b[:e])
-            kk = F.linear(x, w[full:full + e, :e], b[full:full + e])
-            v = F.linear(x, w[2 * full:2 * full + e, :e], b[2 * full:2 * full + e])
-            q = q.view(B, N, k, hd).transpose(1, 2)
-            kk = kk.view(B, N, k, hd).transpose(1, 2)
-            v = v.view(B, N, k, hd).transpose(1, 2)
+            w, b = self._w(attn.qkv.weight), self._w(attn.qkv.bias)
+            q, kk, v = (F.linear(x, w[iw], b[ib]).view(B, N, k, hd).transpose(1, 2)
+                        for iw, ib in zip(cw.pieces, cb.pieces, strict=True))
+        q, kk = self._qk_norm(attn.q_norm, q, c), self._qk_norm(attn.k_norm, kk, c)
         dropout_p = attn.attn_drop.p if self.training else 0.0
         o = F.scaled_dot_product_attention(q, kk, v, dropout_p=dropout_p)
-        o = o.transpose(1, 2).reshape(B, N, e)
-        o = F.linear(o, self._w(attn.proj.weight)[:e, :e], self._w(attn.proj.bias)[:e])
+        o = o.transpose(1, 2).reshape(B, N, k * hd)
+        o = F.linear(o, self._take(attn.proj.weight, c["proj.weight"]), self._take(attn.proj.bias, c["features"]))
         return attn.proj_drop(o)
 
-    def _mlp(self, mlp: nn.Module, x: torch.Tensor, e) -> torch.Tensor:
-        h = int(self.config.mlp_ratio * self.config.head_dim) * (e // self.config.head_dim)
-        x = F.linear(x, self._w(mlp.fc1.weight)[:h, :e], self._w(mlp.fc1.bias)[:h])
+    def _mlp(self, mlp: nn.Module, x: torch.Tensor, c) -> torch.Tensor:
+        x = F.linear(x, self._take(mlp.fc1.weight, c["fc1.weight"]), self._take(mlp.fc1.bias, c["fc1.bias"]))
         x = mlp.act(x)
         x = mlp.drop1(x)
-        x = F.linear(x, self._w(mlp.fc2.weight)[:e, :h], self._w(mlp.fc2.bias)[:e])
+        x = F.linear(x, self._take(mlp.fc2.weight, c["fc2.weight"]), self._take(mlp.fc2.bias, c["features"]))
         return mlp.drop2(x)
 
     @contextlib.contextmanager
@@ -192,48 +252,17 @@ class HydraViT(VisionTransformer):
     # ------------------------------------------------------------------ extraction
     @torch.no_grad()
     def subnet_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """The k-head subnetwork's weights under timm ViT keys (copies, contiguous)."""
+        """The k-head subnetwork's weights under timm ViT keys (copies, contiguous), cut by the slicing table."""
         k = self.config.check_heads(k)
-        cfg = self.config
-        e, h, full = cfg.width(k), cfg.mlp_hidden(k), cfg.embed_dim
-        out: dict[str, torch.Tensor] = {}
-        for name, t in self.state_dict().items():
-            if name.startswith("head_k.") or name.startswith("head."):
-                continue
-            if name == "cls_token" or name == "pos_embed":
-                s = t[..., :e]
-            elif name.startswith("patch_embed.proj."):
-                s = t[:e]
-            elif name.endswith(".qkv.weight"):
-                s = torch.cat([t[i * full:i * full + e, :e] for i in range(3)])
-            elif name.endswith(".qkv.bias"):
-                s = torch.cat([t[i * full:i * full + e] for i in range(3)])
-            elif name.endswith("mlp.fc1.weight"):
-                s = t[:h, :e]
-            elif name.endswith("mlp.fc1.bias"):
-                s = t[:h]
-            elif name.endswith("mlp.fc2.weight"):
-                s = t[:e, :h]
-            elif t.dim() == 2:  # proj
-                s = t[:e, :e]
-            elif t.dim() == 1:  # norms, proj / fc2 bias
-                s = t[:e]
-            else:  # pragma: no cover - guards future timm changes
-                raise RuntimeError(f"do not know how to slice parameter {name} {tuple(t.shape)}")
-            out[name] = s.clone().contiguous()
-        if self.head_k is not None:
-            head = self.head_k[str(k)]
-            out["head.weight"] = head.weight.detach().clone()
-            out["head.bias"] = head.bias.detach().clone()
-        else:
-            out["head.weight"] = self.head.weight[:, :e].clone().contiguous()
-            out["head.bias"] = self.head.bias.clone()
-        return out
+        _, c = self._cuts(k)
+        sd = self.state_dict()
+        return {key: take(sd[name], c[self.slicing.params[name].rule], concat=_cat).clone().contiguous()
+                for key, name in self.slicing.subnet_params(k).items()}
 
     def subnet(self, k: int) -> VisionTransformer:
-        """The k-head subnetwork as a standalone timm ``VisionTransformer`` (embed 64k, k heads)."""
+        """The k-head subnetwork as a standalone timm ``VisionTransformer`` (embed head_dim*k, k heads)."""
         k = self.config.check_heads(k)
-        vit = build_timm_vit(self.config, k)
+        vit = build_timm_vit(self.config, k, **self.timm_options)
         vit.load_state_dict(self.subnet_state_dict(k), strict=True)
         return vit.train(self.training)
 
@@ -242,29 +271,30 @@ class HydraViT(VisionTransformer):
         """The HydraViT made of the first ``kmax`` heads (a copy, in eval mode).
 
         ``m.narrow(kmax).forward_heads(x, k) == m.forward_heads(x, k)`` for every k <= kmax, so a
-        single artifact for heads up to kmax stores only the weights those heads use.  Returns
-        the model itself when kmax is already its head count.
+        single artifact for heads up to kmax stores only the weights those heads use.  Every
+        parameter is its slicing-table cut at kmax (separate classifiers of k <= kmax whole).
+        Returns the model itself when kmax is already its head count.
         """
         cfg = self.config
         kmax = cfg.check_heads(kmax)
         if kmax == cfg.num_heads:
             return self
         heads = tuple(k for k in cfg.heads if k <= kmax) or (kmax,)
-        small = HydraViT(cfg.replace(num_heads=kmax, heads=heads, drop_path_rate=0.0))
-        sd = self.subnet_state_dict(kmax)
-        if self.head_k is not None:
-            e = cfg.width(kmax)
-            sd["head.weight"] = self.head.weight.detach()[:, :e].clone()
-            sd["head.bias"] = self.head.bias.detach().clone()
-            for k in heads:
-                sd[f"head_k.{k}.weight"] = self.head_k[str(k)].weight.detach().clone()
-                sd[f"head_k.{k}.bias"] = self.head_k[str(k)].bias.detach().clone()
+        small = HydraViT(cfg.replace(num_heads=kmax, heads=heads, drop_path_rate=0.0), **self.timm_options)
+        _, c = self._cuts(kmax)
+        full = self.state_dict()
+        sd = {name: take(full[name], c[self.slicing.params[name].rule], concat=_cat).clone().contiguous()
+              for name in small.state_dict()}
         small.load_state_dict(sd, strict=True)
         return small.eval()
 
     def extra_repr(self) -> str:
         c = self.config
         return f"heads={list(c.heads)}, head_dim={c.head_dim}, separate_heads={c.separate_heads}"
+
+
+def _cat(parts, axis: int) -> torch.Tensor:
+    return torch.cat(parts, dim=axis)
 
 
 def _index_key(idx) -> tuple:

@@ -192,3 +192,26 @@ def test_default_config_is_inferred_for_deit_shapes(tmp_path):
     model = load_checkpoint(path)
     assert isinstance(model, HydraViT)
     assert (model.config.num_heads, model.config.head_dim, model.config.img_size) == (3, 64, 32)
+
+
+@pytest.mark.parametrize("head_dim,ratio", [(16, 2.7), (24, 3.3)])
+def test_narrower_checkpoint_with_non_integer_mlp_width(tmp_path, head_dim, ratio):
+    """The corner copy follows the slicing table: a k-head timm ViT with int(head_dim*k*mlp_ratio) MLP units."""
+    cfg = TINY.replace(head_dim=head_dim, mlp_ratio=ratio, num_heads=5)
+    x = images(cfg)
+    for k in (1, 3):
+        torch.manual_seed(k)
+        narrow = build_timm_vit(cfg, k).eval()
+        with torch.no_grad():
+            for p in narrow.parameters():
+                if p.dim() == 1:
+                    p.normal_(0, 0.5)
+        path = tmp_path / f"k{k}.pth"
+        torch.save(narrow.state_dict(), path)
+        model = load_checkpoint(path, cfg)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x, heads=k), narrow(x), atol=1e-5, rtol=0)
+    other = build_timm_vit(cfg.replace(mlp_ratio=2.0), 2)
+    torch.save(other.state_dict(), tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"MLP width \d+ != \d+"):
+        load_checkpoint(tmp_path / "other.pth", cfg)

@@ -171,3 +171,98 @@ def test_narrow_keeps_every_smaller_subnetwork(separate):
     assert model.narrow(TINY.num_heads) is model
     with pytest.raises(UsageError):
         model.narrow(TINY.num_heads + 1)
+
+
+# --------------------------------------------------------------------------- MLP widths, timm options
+
+@pytest.mark.parametrize("head_dim,ratio", [(16, 2.7), (24, 3.3)])
+def test_non_integer_mlp_widths_match_subnet(head_dim, ratio):
+    """timm's MLP of width e has int(e * mlp_ratio) units; int(mlp_ratio * head_dim) * k differs for some k here."""
+    cfg = HydraConfig(img_size=16, patch_size=8, depth=2, num_heads=6, head_dim=head_dim, mlp_ratio=ratio, num_classes=5)
+    assert any(int(ratio * head_dim) * k != int(head_dim * k * ratio) for k in cfg.heads)
+    model = tiny_model(cfg)
+    x = images(cfg)
+    with torch.no_grad():
+        for k in cfg.heads:
+            sub = model.subnet(k).eval()
+            assert sub.blocks[0].mlp.fc1.out_features == int(head_dim * k * ratio) == cfg.mlp_hidden(k)
+            torch.testing.assert_close(model(x, heads=k), sub(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("option,value", [
+    ("norm_layer", torch.nn.Identity), ("pre_norm", True), ("fc_norm", True), ("reg_tokens", 1),
+    ("no_embed_class", True), ("patch_drop_rate", 0.1), ("proj_bias", False), ("scale_attn_norm", True),
+    ("scale_mlp_norm", True), ("dynamic_img_size", True), ("final_norm", False),
+    ("mlp_layer", __import__("timm").layers.SwiGLU), ("block_fn", torch.nn.Identity),
+])
+def test_timm_options_the_sliced_forward_cannot_honour_are_refused(option, value):
+    with pytest.raises(UsageError, match=f"cannot honour timm option {option}="):
+        HydraViT(TINY, **{option: value})
+
+
+@pytest.mark.parametrize("option", ["embed_dim", "num_heads", "qkv_bias", "global_pool", "drop_path_rate"])
+def test_timm_options_owned_by_the_config_are_refused(option):
+    with pytest.raises(UsageError, match=f"'{option}' comes from the HydraConfig"):
+        HydraViT(TINY, **{option: 1})
+    with pytest.raises(UsageError, match="unknown timm VisionTransformer option 'nope'"):
+        HydraViT(TINY, nope=1)
+
+
+@pytest.mark.parametrize("options", [
+    {"init_values": 1e-5}, {"qk_norm": True}, {"init_values": 0.3, "qk_norm": True, "act_layer": "gelu_tanh"},
+    {"drop_rate": 0.1, "attn_drop_rate": 0.1, "proj_drop_rate": 0.1, "pos_drop_rate": 0.1, "pre_norm": False},
+])
+def test_honoured_timm_options_match_subnet_for_every_k(options):
+    torch.manual_seed(0)
+    model = HydraViT(TINY.replace(separate_heads=bool(options.get("qk_norm")), heads=(1, 2, 4)), **options).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # LayerScale gammas and qk-norm weights far from their init
+            p.add_(torch.randn_like(p) * 0.3)
+    if "init_values" in options:
+        assert "blocks.0.ls1.gamma" in model.slicing.params and model.slicing.params["blocks.0.ls1.gamma"].rule == "features"
+    if "qk_norm" in options:
+        assert model.slicing.params["blocks.0.attn.q_norm.weight"].rule == "whole"
+    x = images()
+    with torch.no_grad():
+        for k in model.config.heads:
+            sub = model.subnet(k).eval()
+            assert type(sub.blocks[0].ls1) is type(model.blocks[0].ls1)
+            assert type(sub.blocks[0].attn.q_norm) is type(model.blocks[0].attn.q_norm)
+            torch.testing.assert_close(model(x, heads=k), sub(x), atol=1e-5, rtol=0)
+        small = model.narrow(2)
+        assert small.timm_options == model.timm_options
+        torch.testing.assert_close(small(x, heads=2), model(x, heads=2), atol=1e-6, rtol=0)
+    # the training path: leaf views of the same slices (dropout off to compare), gamma and qk-norm included
+    with model.slice_leaves() as leaves:
+        out = model.forward_heads(x, 2)
+    torch.testing.assert_close(out, model(x, heads=2), atol=1e-5, rtol=0)
+    out.sum().backward()
+    views = leaves.by_param()
+    if "init_values" in options:
+        ((_, leaf),) = views[model.blocks[0].ls1.gamma]
+        assert leaf.shape == (TINY.width(2),) and leaf.grad is not None
+    if "qk_norm" in options:
+        ((_, leaf),) = views[model.blocks[0].attn.q_norm.weight]
+        assert leaf.shape == (TINY.head_dim,) and leaf.grad is not None
+
+
+@pytest.mark.parametrize("cfg", [TINY, HydraConfig(img_size=16, patch_size=8, depth=1, num_heads=5, head_dim=16,
+                                                   mlp_ratio=2.7, num_classes=5)])
+def test_torch_export_with_a_symbolic_head_count(cfg):
+    """One exported program for k = 2..H-1: the table's cuts and the MLP width formula trace symbolically
+    (torch.export specialises k away from 1 and from a slice that spans a whole tensor, i.e. k = H)."""
+    model = tiny_model(cfg)
+
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x, k):
+            return self.m.forward_heads(x, k)
+
+    x = images(cfg)
+    ep = torch.export.export(Heads(), (x, 2), dynamic_shapes=({}, torch.export.Dim.DYNAMIC))
+    with torch.no_grad():
+        for k in range(2, cfg.num_heads):
+            torch.testing.assert_close(ep.module()(x, k), model(x, heads=k), atol=1e-5, rtol=0)
