@@ -133,7 +133,7 @@ def test_bench_per_k_default_dir_and_heads_filter(tiny_exports, tmp_path, capsys
 
 def test_bench_errors(tmp_path, capsys):
     code, _, err = run_cli(["bench", str(tmp_path / "nope")], capsys)
-    assert code == 1 and "no such export directory" in err
+    assert code == 2 and "no such export directory" in err
     code, _, err = run_cli(["bench", "--exports-root", str(tmp_path)], capsys)
     assert code == 1 and "no export directory" in err
     code, _, err = run_cli(["bench", str(tmp_path), "--backend", "nosuch"], capsys)

@@ -158,6 +158,6 @@ def test_cli_build_bad_report(tmp_path, capsys):
     assert code == 1 and "schema_version 9 is not supported" in err
     assert not out_path.exists()
     code, _, err = _cli(["lut", "build", str(tmp_path / "empty-dir"), "--out", str(out_path)], capsys)
-    assert code == 1 and "no such report" in err
+    assert code == 2 and "no such report" in err
     code, _, err = _cli(["lut", "build", str(bad), "--budget-ms", "-3", "--out", str(out_path)], capsys)
     assert code != 0

@@ -329,7 +329,7 @@ def test_train_cli_run_dir_layout_and_eval(capsys, tmp_path, monkeypatch):
     code, _, err = cli(capsys, "eval", str(run_dir), "--heads", "13")
     assert code == 2
     code, _, err = cli(capsys, "eval", str(tmp_path / "missing.safetensors"))
-    assert code == 1 and "no such checkpoint" in err
+    assert code == 2 and "no such checkpoint" in err
 
 
 def _png_folder(root: Path, classes=("cat", "dog"), per_class=4, splits=("train", "val")) -> Path:
@@ -388,7 +388,7 @@ def test_bad_data_paths_are_clear_errors(tmp_path, capsys):
     code, _, e = cli(capsys, "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
     assert code == 2 and "no such directory" in e
     code, _, e = cli(capsys, "eval", str(tmp_path / "x.safetensors"), "--data", str(tmp_path / "empty"))
-    assert code == 1  # the checkpoint is checked first
+    assert code == 2 and "x.safetensors" in e  # the checkpoint is checked first
 
 
 def test_digits_split_is_fixed_and_upscaled():
