@@ -156,21 +156,24 @@ def bench_report(
     plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Where the PNG plots go (default: REPORTS_DIR/plots)."),
     metric: str = typer.Option("median", "--metric", help="Latency column: median or p90."),
 ) -> None:
-    """All devices side by side (rich tables) and PNG plots, always with the paper's published A100 reference."""
+    """All devices side by side (rich tables) and PNG plots, with the paper's published A100 reference where the model matches."""
     from . import plots
-    from .report import find_reports, load_reference, load_reports
+    from .reference import reference_if_matching
+    from .report import REFERENCE_REPORT_PATH, export_groups, find_reports, load_reference, load_reports
 
     if metric not in ("median", "p90"):
         raise UsageError("--metric must be median or p90")
     paths = list(files) if files else find_reports(reports_dir)
     loaded = load_reports(paths)
     names = {r["device"]["name"] for _, r in loaded}
-    ref = load_reference()
-    if ref["device"]["name"] not in names:
-        from .report import REFERENCE_REPORT_PATH
-
-        loaded.append((REFERENCE_REPORT_PATH, ref))
-    if len(loaded) == 1:
+    if load_reference()["device"]["name"] not in names:
+        models = [g.model for _, r in loaded if r["source"] == "measured" for g in export_groups(r)]
+        ref, why = reference_if_matching(models)  # only next to a model of the reference's geometry
+        if ref is not None:
+            loaded.append((REFERENCE_REPORT_PATH, ref))
+        else:
+            console.print(f"note: {why}", soft_wrap=True, markup=False)
+    if not any(r["source"] == "measured" for _, r in loaded):
         console.print(f"[yellow]no measured reports in {reports_dir}/ yet[/yellow] (run `hydravit-edge bench`); "
                       "showing the published reference")
     for table in plots.comparison_tables(loaded, metric):

@@ -57,18 +57,23 @@ def register(app) -> None:
         no_budget: bool = typer.Option(False, "--no-budget", help="No latency budget: battery/thermal caps only."),
         hysteresis: Optional[float] = typer.Option(None, "--hysteresis", help=f"Hysteresis in battery percent (default {DEFAULT_POLICY['hysteresis_percent']:g})."),
         policy_file: Optional[Path] = typer.Option(None, "--policy", help="JSON file with policy fields to override."),
-        no_reference: bool = typer.Option(False, "--no-reference", help="Leave out the paper's published A100 reference."),
+        no_reference: bool = typer.Option(False, "--no-reference", help="Leave out the paper's published A100 reference (it is only added for a model of its geometry: 12 heads x 64, depth 12, 224 px, patch 16)."),
+        export: Optional[str] = typer.Option(None, "--export", help="Use the rows of this export (its directory, its name, or the start of its manifest sha256) where a report holds several; default: per device and runtime, the newest measured."),
     ) -> None:
         """Build lut.json from benchmark reports: per-device per-k rows and the policy thresholds."""
         from .lut_build import build_lut
-        from .report import load_reports
+        from .report import load_reports, manifest_sha256
 
         loaded = load_reports(reports)
         if not loaded:
             raise UsageError(f"no report files in {', '.join(map(str, reports))}")
+        if export is not None and (Path(export) / "manifest.json").is_file():
+            export = manifest_sha256(export)  # an export directory here: its manifest identifies it exactly
         try:
             overrides = _policy_overrides(budget_ms, no_budget, hysteresis, policy_file)
-            data = build_lut(loaded, policy=overrides, include_reference=not no_reference, backends=backend or None)
+            data = build_lut(loaded, policy=overrides, include_reference=not no_reference, backends=backend or None,
+                             export=export, on_note=lambda line: console.print(f"note: {line}", soft_wrap=True,
+                                                                              markup=False))
         except PolicyError as exc:
             raise UsageError(str(exc)) from None
         save_lut(data, out)

@@ -233,16 +233,17 @@ def _resolve_lut(lut: Optional[Path], manifest, backend: Optional[str], device_n
     from hydravit_edge.contract.lut import Lut, save_lut
 
     from .lut_build import build_lut
-    from .report import load_report, manifest_sha256, report_path
+    from .report import export_groups, load_report, manifest_sha256, report_path
 
     if lut is not None:
         return Lut.load(lut)
     rpath = report_path(reports_dir, device_name)
     report = None
+    sha = manifest_sha256(manifest.path)
     if rpath.exists():
         report = load_report(rpath)
-        if report.get("manifest_sha256") != manifest_sha256(manifest.path):
-            log(f"{rpath} was measured from another export; measuring this one")
+        if not any(g.manifest_sha256 == sha for g in export_groups(report)):
+            log(f"{rpath} has no rows of this export; measuring it")
             report = None
     if report is None:
         from .harness import BenchSettings, run_bench
@@ -252,7 +253,7 @@ def _resolve_lut(lut: Optional[Path], manifest, backend: Optional[str], device_n
                             settings=BenchSettings(runs=10, warmup=3, batch=1), reports_dir=reports_dir,
                             accuracy=False)
         report, rpath = outcome.report, outcome.report_path
-    data = build_lut([(str(rpath), report)])
+    data = build_lut([(str(rpath), report)], export=sha)  # this export's rows, not another's of the device
     out.mkdir(parents=True, exist_ok=True)
     save_lut(data, out / "lut.json")
     log(f"built the lookup table {out / 'lut.json'} from {rpath}")
@@ -373,7 +374,7 @@ def _cli(args: list[str], log: Callable[[str], None], cwd: Optional[Path] = None
 def runnable_targets() -> list[str]:
     """Export targets whose exporter and runtime both work on this machine (and that ``bench`` runs)."""
     from hydravit_edge.engines import engine_for_target
-    from hydravit_edge.export.base import exporters
+    from hydravit_edge.export import exporters
 
     out = []
     for e in exporters():

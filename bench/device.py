@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -28,7 +29,24 @@ def runtime_versions(names: Iterable[str] = ("onnxruntime", "executorch", "ai-ed
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_model() -> Optional[str]:
+    """The CPU's brand string from py-cpuinfo (the ``bench`` extra); /proc/cpuinfo or platform when it is missing."""
+    try:
+        import cpuinfo
+    except ImportError:
+        cpuinfo = None
+    if cpuinfo is not None:
+        try:
+            brand = (cpuinfo.get_cpu_info().get("brand_raw") or "").strip()
+        except Exception:  # py-cpuinfo could not probe this machine
+            brand = ""
+        if brand:
+            return brand
+    return _cpu_model_fallback()
+
+
+def _cpu_model_fallback() -> Optional[str]:
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -72,6 +90,16 @@ def _os_name() -> str:
     return f"{base} ({pretty})" if pretty else base
 
 
+def _cpus() -> tuple[Optional[int], Optional[int]]:
+    """(logical, physical) CPU cores of the machine (psutil; ``os.cpu_count()`` when psutil is missing)."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=True), psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unsupported platform
+        return os.cpu_count(), None
+
+
 def _memory_mb() -> Optional[float]:
     try:
         import psutil
@@ -86,18 +114,13 @@ def device_info(name: Optional[str] = None, *, gpu: Optional[str] = None, detect
     """The ``device`` section for this machine: name (default: host name), OS, CPU, cores, GPU, RAM, runtimes."""
     system = platform.system().lower()
     plat = {"linux": "linux", "darwin": "macos", "windows": "windows"}.get(system, "other")
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except Exception:
-        physical = None
+    logical, physical = _cpus()
     info = {
         "name": name or socket.gethostname() or "this-machine",
         "platform": plat,
         "os": _os_name(),
         "cpu": _cpu_model(),
-        "cpu_cores": os.cpu_count(),
+        "cpu_cores": logical,
         "cpu_physical_cores": physical,
         "gpu": gpu if gpu is not None else (_gpu_model() if detect_gpu else None),
         "memory_mb": _memory_mb(),

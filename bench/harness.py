@@ -265,8 +265,8 @@ def _profile_rows(config: dict, ks: Sequence[int]) -> dict[int, Any]:
 
 def _model_section(config: dict, heads: Sequence[int], name: str) -> dict:
     return {"name": name, "heads": sorted(set(heads)), "num_heads": config["num_heads"],
-            "head_dim": config["head_dim"], "img_size": config["img_size"], "num_classes": config["num_classes"],
-            "config": config}
+            "head_dim": config["head_dim"], "depth": config["depth"], "img_size": config["img_size"],
+            "patch_size": config["patch_size"], "num_classes": config["num_classes"], "config": config}
 
 
 def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequence[str]] = None,
@@ -338,23 +338,26 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
     device = device_info(device_name, gpu=gpu, runtimes=runtime_versions())
     msha = rep.manifest_sha256(manifest.path) if manifest is not None else None
     report = rep.new_report(
-        device, manifest_sha256=msha,
+        device, manifest_sha256=msha, export_dir=str(manifest.dir) if manifest else None,
         model=_model_section(cfg, all_ks, "hydravit"),
         settings={"threads": settings.threads, "batch": settings.batch, "runs": settings.runs,
                   "rounds": settings.rounds, "warmup": settings.warmup, "protocol": settings.protocol(),
                   "export_dir": str(manifest.dir) if manifest else None},
     )
     path = rep.report_path(reports_dir, device["name"])
-    if path.exists():
-        try:
-            old = rep.load_report(path)
-        except rep.ReportError as exc:
-            raise rep.ReportError(f"{exc}; move it away or choose another --device-name / --reports-dir") from None
-        if old.get("manifest_sha256") != msha:
-            emit("note", f"{path} held {len(old['rows'])} row(s) measured from another export; they are replaced")
-        else:
-            emit("note", f"adding to {path} (same export: rows of other runtimes are kept)")
-    writer = rep.ReportWriter(path, report, resume=True)
+    try:  # rows of other exports of this device are kept; only this export's rows are replaced
+        writer = rep.ReportWriter(path, report, resume=True)
+    except rep.ReportError as exc:
+        raise rep.ReportError(f"{exc}; move it away or choose another --device-name / --reports-dir") from None
+    merged = writer.merged
+    if merged is not None:
+        bits = []
+        if merged.kept_other:
+            bits.append(f"its {merged.kept_other} row(s) of {len(merged.other_exports)} other export(s) are kept "
+                        f"({', '.join(merged.other_exports)})")
+        if merged.kept_same:
+            bits.append(f"its {merged.kept_same} row(s) of this export stay until re-measured")
+        emit("note", f"adding to {path}" + (": " + "; ".join(bits) if bits else ""))
 
     acc_spec = None
     tmpdir = None
@@ -408,7 +411,7 @@ def run_bench(export_dir: Optional[Path] = None, *, backend_names: Optional[Sequ
                 if result.get("gpu") and not writer.report["device"].get("gpu"):
                     writer.report["device"]["gpu"] = result["gpu"]
                 row = job_row(job, result, settings, by_name[job.backend], profile)
-                writer.add(row)  # written to disk now: an interruption keeps it
+                row = writer.add(row)  # written to disk now: an interruption keeps it
                 rows.append(row)
                 emit("row", (job, row, path))
     finally:

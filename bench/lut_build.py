@@ -1,16 +1,21 @@
 """Building the lookup table (``lut.json``) from benchmark reports (``hydravit-edge lut build``).
 
 Per device (and per runtime configuration measured on it) the per-k p90 latency and memory
-rows of its report, plus the policy thresholds; the paper's published A100 reference is added
-unless asked not to.  The table's model and reader are :mod:`hydravit_edge.contract.lut`.
+rows of its report, plus the policy thresholds.  A device's report may hold rows of several
+exports: each LUT entry takes the rows of one, the newest export measured with that runtime
+configuration, or the one named (``--export``).  The paper's published A100 reference is added
+only when its model has the geometry of a measured one (and unless asked not to).  The table's
+model and reader are :mod:`hydravit_edge.contract.lut`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from hydravit_edge.contract.lut import LUT_FORMAT, LUT_SCHEMA_VERSION, Lut, match_name
 from hydravit_edge.contract.report import group_key
@@ -18,9 +23,10 @@ from hydravit_edge.errors import UsageError
 from hydravit_edge.policy import PolicyConfig
 from hydravit_edge.targets import preference
 
-from .report import REFERENCE_REPORT_PATH, load_reference, utc_now
+from .reference import reference_if_matching
+from .report import REFERENCE_REPORT_PATH, ExportGroup, export_groups, load_reference, newest_export, utc_now
 
-__all__ = ["build_lut", "device_rows", "lut_row"]
+__all__ = ["build_lut", "device_rows", "device_entries", "lut_row", "match_export"]
 
 
 def lut_row(r: Mapping[str, Any]) -> Optional[dict]:
@@ -44,47 +50,100 @@ def lut_row(r: Mapping[str, Any]) -> Optional[dict]:
     }
 
 
-def device_rows(report: Mapping[str, Any], backends: Optional[Sequence[str]] = None) -> list[dict]:
-    """The LUT device entries of one report: one per runtime configuration, the preferred first.
+def match_export(group: ExportGroup, wanted: str) -> bool:
+    """``wanted`` names this export: the start of its manifest sha256 (6+ hex digits), its directory or its name."""
+    w = wanted.strip()
+    if group.manifest_sha256 and re.fullmatch(r"[0-9a-fA-F]{6,64}", w) and group.manifest_sha256.startswith(w.lower()):
+        return True
+    if group.export_dir:
+        if os.path.normpath(group.export_dir) == os.path.normpath(w):
+            return True
+        if os.path.basename(os.path.normpath(group.export_dir)) == os.path.basename(os.path.normpath(w)):
+            return True
+    return False
 
-    Preferred: the configuration covering the most k, then a single artifact over per-k files,
-    then by runtime (the order of :data:`hydravit_edge.targets.RUNTIMES`).
+
+def device_entries(report: Mapping[str, Any], backends: Optional[Sequence[str]] = None,
+                   export: Optional[str] = None) -> tuple[list[dict], list[str], list[Optional[dict]]]:
+    """The LUT device entries of one report, a line per entry saying which export it took, and those exports' models.
+
+    One entry per runtime configuration, from one export: the one ``export`` names
+    (:func:`match_export`), else the newest measured with that configuration.  Preferred first:
+    the configuration covering the most k, then a single artifact over per-k files, then by
+    runtime (the order of :data:`hydravit_edge.targets.RUNTIMES`).
     """
-    groups: dict[tuple, list[dict]] = {}
-    for r in report["rows"]:
-        if backends and r["backend"] not in backends:
-            continue
-        groups.setdefault(group_key(r), []).append(r)
-    entries = []
     dev = report["device"]
-    for (backend, mode, compute, precision), rows in groups.items():
+    groups = export_groups(report)
+    if export is not None and report["source"] != "published":
+        named = [g for g in groups if match_export(g, export)]
+        if not named:
+            have = ", ".join(f"{g.label} ({g.manifest_sha256[:12] if g.manifest_sha256 else 'no manifest'})"
+                             for g in groups) or "none"
+            raise UsageError(f"--export {export}: device '{dev['name']}' has no rows of that export (it has: {have}); "
+                             f"benchmark it there, or leave that report out")
+        groups = named
+    by_config: dict[tuple, list[tuple[ExportGroup, list[dict]]]] = {}
+    for g in groups:
+        per: dict[tuple, list[dict]] = {}
+        for r in g.rows:
+            if backends and r["backend"] not in backends:
+                continue
+            per.setdefault(group_key(r), []).append(r)
+        for key, rows in per.items():
+            by_config.setdefault(key, []).append((g, rows))
+    made = []  # (entry, note, model of its export)
+    for (backend, mode, compute, precision), candidates in by_config.items():
+        chosen = newest_export([g for g, _ in candidates])
+        rows = next(rows for g, rows in candidates if g is chosen)
         lut_rows = sorted((x for x in map(lut_row, rows) if x is not None), key=lambda x: x["k"])
         if not lut_rows:
             continue
         artifacts = {x["artifact"] for x in lut_rows}
-        entries.append({
+        entry = {
             "name": dev["name"], "description": dev.get("description") or dev.get("cpu") or dev.get("model"),
             "source": report["source"], "backend": backend, "mode": mode, "compute": compute, "precision": precision,
             "artifact": artifacts.pop() if len(artifacts) == 1 else None,
-            "manifest_sha256": report.get("manifest_sha256"), "rows": lut_rows,
-        })
+            "manifest_sha256": chosen.manifest_sha256, "rows": lut_rows,
+        }
+        line = None
+        if report["source"] == "measured":
+            config = "/".join(str(x) for x in (backend, mode, compute, precision) if x)
+            sha = f" ({chosen.manifest_sha256[:12]})" if chosen.manifest_sha256 else ""
+            why = ("named by --export" if export is not None
+                   else "the only one measured" if len(candidates) == 1
+                   else f"the newest of {len(candidates)} measured")
+            line = f"{dev['name']} {config}: export {chosen.export_dir or chosen.label}{sha}, {why}"
+        made.append((entry, line, chosen.model))
 
-    def order(e):
+    def order(item):
+        e = item[0]
         return (-len(e["rows"]), e["mode"] != "single", preference(e["backend"]), str(e["compute"]),
                 str(e["precision"]))
 
-    return sorted(entries, key=order)
+    made.sort(key=order)
+    return [e for e, _, _ in made], [n for _, n, _ in made if n], [m for _, _, m in made]
+
+
+def device_rows(report: Mapping[str, Any], backends: Optional[Sequence[str]] = None,
+                export: Optional[str] = None) -> list[dict]:
+    """The LUT device entries of one report (:func:`device_entries` without the notes)."""
+    return device_entries(report, backends, export)[0]
 
 
 def build_lut(reports: Sequence[tuple[Optional[str], Mapping[str, Any]]], *,
               policy: Optional[Mapping[str, Any]] = None, include_reference: bool = True,
-              backends: Optional[Sequence[str]] = None, created: Optional[str] = None) -> dict:
+              backends: Optional[Sequence[str]] = None, created: Optional[str] = None,
+              export: Optional[str] = None, on_note: Optional[Callable[[str], None]] = None) -> dict:
     """A LUT dict from ``(path, report)`` pairs (validated reports).
 
-    ``policy`` overrides fields of :data:`~hydravit_edge.policy.DEFAULT_POLICY`.  The shipped
-    published A100 reference is appended when ``include_reference`` and no report of that device
-    was given.  Two reports of the same device are an error.
+    ``policy`` overrides fields of :data:`~hydravit_edge.policy.DEFAULT_POLICY`.  Each device entry
+    takes the rows of one export: ``export`` (a manifest sha256 prefix, an export directory or its
+    name) or the newest.  The shipped published A100 reference is appended when
+    ``include_reference``, no report of that device was given, and its model has the geometry of
+    a measured export the table uses.  ``on_note`` receives a line per entry saying which export it
+    took, and one when the reference is left out.  Two reports of the same device are an error.
     """
+    note = on_note or (lambda text: None)
     items = list(reports)
     names: dict[str, str] = {}
     for path, rep in items:
@@ -93,18 +152,28 @@ def build_lut(reports: Sequence[tuple[Optional[str], Mapping[str, Any]]], *,
         if other is not None:
             raise UsageError(f"two reports for device '{name}': {names[other]} and {path}; keep one per device")
         names[name] = str(path)
-    if include_reference:
-        ref = load_reference()
-        if match_name(ref["device"]["name"], names) is None:
-            items.append((str(REFERENCE_REPORT_PATH), ref))
     pol = PolicyConfig.from_dict(policy).to_dict()
-    devices, sources = [], []
-    for path, rep in items:
-        entries = device_rows(rep, backends)
+    devices, sources, measured_models = [], [], []
+
+    def add(path, rep, entries):
         text = json.dumps(rep, sort_keys=True).encode()
         sources.append({"path": str(path) if path else None, "device": rep["device"]["name"], "source": rep["source"],
                         "sha256": hashlib.sha256(text).hexdigest(), "created": rep.get("created")})
         devices.extend(entries)
+
+    for path, rep in items:
+        entries, lines, models = device_entries(rep, backends, export)
+        for line in lines:
+            note(line)
+        if rep["source"] == "measured":
+            measured_models.extend(models)
+        add(path, rep, entries)
+    if include_reference and match_name(load_reference()["device"]["name"], names) is None:
+        ref, why = reference_if_matching(measured_models)
+        if ref is not None:
+            add(str(REFERENCE_REPORT_PATH), ref, device_entries(ref, backends)[0])
+        else:
+            note(why)
     if not devices:
         what = f" for backend(s) {', '.join(backends)}" if backends else ""
         raise UsageError(f"the reports have no rows with a latency or throughput{what}; nothing to put in a LUT")

@@ -1,7 +1,9 @@
 """Tables and PNG plots comparing device reports, and the battery demo's timeline.
 
 Rows without a batch-1 latency (the paper's published A100 figures are throughput at batch
-512) are shown as milliseconds per image, ``1000 / throughput``, and labelled so.
+512) are shown as milliseconds per image, ``1000 / throughput``, and labelled so.  A device
+whose report holds rows of several exports gets one series per export and configuration,
+labelled with the export (:func:`~hydravit_edge.bench.report.export_groups`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .report import group_key
+from .report import export_groups, group_key
 
 __all__ = ["comparison_tables", "report_plots", "plot_latency_vs_k", "plot_accuracy_vs_latency",
            "plot_demo_timeline", "series"]
@@ -35,13 +37,19 @@ def _row_ms(row: dict, metric: str = "median") -> tuple[float | None, str]:
 
 
 def series(loaded: Sequence[tuple[Any, dict]], metric: str = "median") -> list[dict]:
-    """One series per (device, backend, mode, compute, precision): label, source, points [(k, ms, row)]."""
+    """One series per (device, export, backend, mode, compute, precision): label, source, points [(k, ms, row)].
+
+    The label names the export (its directory's name, or its manifest hash's start) where the
+    device's report holds rows of more than one.
+    """
     out = []
     for _, report in loaded:
+        exports = export_groups(report)
         groups: dict[tuple, list[dict]] = {}
-        for row in report["rows"]:
-            groups.setdefault(group_key(row), []).append(row)
-        for (backend, mode, compute, precision), rows in groups.items():
+        for g in exports:
+            for row in g.rows:
+                groups.setdefault((g.label,) + group_key(row), []).append(row)
+        for (export, backend, mode, compute, precision), rows in groups.items():
             pts = []
             basis = None
             for r in sorted(rows, key=lambda r: r["k"]):
@@ -52,11 +60,12 @@ def series(loaded: Sequence[tuple[Any, dict]], metric: str = "median") -> list[d
             if not pts:
                 continue
             bits = [backend] + [x for x in (mode, compute) if x]
-            label = f"{report['device']['name']} ({', '.join(bits)})"
+            name = report["device"]["name"] + (f" {export}" if len(exports) > 1 else "")
+            label = f"{name} ({', '.join(bits)})"
             if report["source"] == "published":
                 label += " [published]"
             out.append({"label": label, "device": report["device"]["name"], "source": report["source"],
-                        "backend": backend, "mode": mode, "basis": basis, "points": pts})
+                        "export": export, "backend": backend, "mode": mode, "basis": basis, "points": pts})
     return out
 
 
@@ -65,13 +74,15 @@ def comparison_tables(loaded: Sequence[tuple[Any, dict]], metric: str = "median"
     from rich.table import Table
 
     devices = Table(title="devices")
-    for c in ("device", "source", "cpu / gpu", "cores", "os", "rows", "created"):
+    for c in ("device", "source", "cpu / gpu", "cores", "os", "rows", "exports", "created"):
         devices.add_column(c)
     for path, r in loaded:
         d = r["device"]
         hw = " / ".join(x for x in (d.get("cpu"), d.get("gpu")) if x) or d.get("model") or "-"
+        exports = export_groups(r)
+        names = ", ".join(f"{g.label} ({len(g.rows)})" for g in exports) if len(exports) > 1 else "1"
         devices.add_row(d["name"], r["source"], hw, str(d.get("cpu_cores") or "-"), str(d.get("os") or "-"),
-                        str(len(r["rows"])), str(r.get("created", "-")))
+                        str(len(r["rows"])), names, str(r.get("created", "-")))
     ss = series(loaded, metric)
     ks = sorted({k for s in ss for k, _, _ in s["points"]})
     lat = Table(title=f"latency per k, ms ({metric} at batch 1; published rows: 1000/throughput)")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .report import ReportError, load_report, report_path, row_key, save_report, upsert_rows
+from .report import ReportError, load_report, merge_reports, report_path, save_report
 
 __all__ = ["ImportResult", "import_report"]
 
@@ -28,10 +27,10 @@ def import_report(path: str | os.PathLike, reports_dir: str | os.PathLike = "rep
                   merge: bool = True) -> ImportResult:
     """Validate the report at ``path`` and store it as ``reports_dir/<device>.json``.
 
-    With ``merge`` (default) and an existing report for the same device and the same export
-    manifest, the new rows replace rows of the same k and configuration and the other old rows
-    are kept; rows measured from a different manifest are dropped (they describe other
-    artifacts).  ``merge=False`` replaces the stored report.  The write is atomic.
+    With ``merge`` (default) and an existing report for the same device, the new rows replace
+    the stored rows of the same export (manifest sha256), configuration and k; every other stored
+    row is kept, those of other exports included (:func:`~hydravit_edge.bench.report.merge_reports`).
+    ``merge=False`` replaces the stored report.  The write is atomic.
     """
     src = Path(path)
     report = load_report(src)
@@ -47,18 +46,11 @@ def import_report(path: str | os.PathLike, reports_dir: str | os.PathLike = "rep
         if old["device"]["name"] != name:
             note = f"{dest} held device '{old['device']['name']}' (same file name); replaced"
             dropped = len(old["rows"])
-        elif old.get("manifest_sha256") != report.get("manifest_sha256"):
-            dropped = len(old["rows"])
-            note = f"dropped {dropped} stored row(s) measured from a different export manifest"
         else:
-            merged = copy.deepcopy(old)
-            new_keys = {row_key(r) for r in report["rows"]}
-            replaced = sum(1 for r in old["rows"] if row_key(r) in new_keys)
-            kept = len(old["rows"]) - replaced
-            upsert_rows(merged, report["rows"])
-            for field in ("created", "tool", "device", "source", "settings", "model", "notes", "citation"):
-                if field in report:
-                    merged[field] = report[field]
-            report = merged
+            report, counts = merge_reports(old, report)
+            replaced, kept = counts.replaced, counts.kept
+            if counts.kept_other:
+                note = (f"kept {counts.kept_other} stored row(s) of {len(counts.other_exports)} other export(s) "
+                        f"({', '.join(counts.other_exports)})")
     save_report(report, dest)
     return ImportResult(dest, name, len(report["rows"]), replaced, kept, dropped, note)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import filesize
 from rich.console import Console
 
 console = Console(highlight=False)
@@ -9,8 +10,5 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000.0
-    return f"{n:.2f} GB"  # pragma: no cover
+    """Decimal byte size, two decimals: ``1.23 MB``, ``12.35 kB``, ``500 bytes`` (:func:`rich.filesize.decimal`)."""
+    return filesize.decimal(int(n), precision=2)

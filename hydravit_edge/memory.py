@@ -1,9 +1,11 @@
-"""Resident memory of this process (Linux /proc, with portable fallbacks); no torch, no numpy.
+"""Memory and CPUs of this process and machine: resident and peak memory, available memory, usable CPUs.
 
-Peak memory is ``VmHWM`` from ``/proc/self/status``, the high-water mark of this process
-image.  ``ru_maxrss`` is only the fallback off Linux: the kernel carries the parent's
-high-water mark over fork + exec, so a measurement subprocess started by a large parent
-(pytest, a training run) would report the parent's peak instead of its own.
+psutil answers available memory, CPU affinity and count (and current RSS off Linux).  The
+peak is ``VmHWM`` from ``/proc/self/status``, the high-water mark of this process image, which
+psutil does not report on Linux; ``ru_maxrss`` is only the fallback off Linux: the kernel
+carries the parent's high-water mark over fork + exec, so a measurement subprocess started by
+a large parent (pytest, a training run) would report the parent's peak instead of its own.
+No torch, no numpy.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import resource
 import sys
 
-__all__ = ["peak_rss_mb", "rss_mb"]
+__all__ = ["peak_rss_mb", "rss_mb", "available_bytes", "cpu_count"]
 
 
 def _status_mb(field: str) -> float | None:
@@ -35,7 +37,11 @@ def peak_rss_mb() -> float:
 
 
 def rss_mb() -> float:
-    """Current resident memory of this process, decimal MB (psutil off Linux; else the peak)."""
+    """Current resident memory of this process, decimal MB (psutil off Linux; else the peak).
+
+    On Linux ``VmRSS`` is read directly (what psutil reads too): benchmark workers call this
+    before loading an artifact, and importing psutil there would add ~2 MB to the peak they report.
+    """
     mb = _status_mb("VmRSS")
     if mb is not None:
         return mb
@@ -45,3 +51,28 @@ def rss_mb() -> float:
         return psutil.Process().memory_info().rss / 1e6
     except Exception:  # psutil missing: the peak so far is the best we have
         return peak_rss_mb()
+
+
+def available_bytes() -> float | None:
+    """Memory available to new processes without swapping (psutil's ``available``), bytes; None when unknown."""
+    try:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except Exception:  # psutil missing or unsupported platform
+        return None
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on: its CPU affinity where the platform has one, else the logical CPUs."""
+    try:
+        import psutil
+
+        try:
+            return max(1, len(psutil.Process().cpu_affinity()))
+        except (AttributeError, NotImplementedError, OSError):  # no affinity on macOS
+            return max(1, psutil.cpu_count(logical=True) or 1)
+    except ImportError:  # pragma: no cover - psutil is a base dependency
+        import os
+
+        return os.cpu_count() or 1

@@ -76,13 +76,18 @@ def run_cli(args, capsys):
     return exc.value.code, out.out, out.err
 
 
-def sample_report(name="phone", ks=(1, 2, 4), p90=(1.0, 2.0, 4.0), manifest="c" * 64):
+#: the published reference's geometry (the full-size model)
+FULL_SIZE = {"name": "hydravit", "num_heads": 12, "head_dim": 64, "depth": 12, "img_size": 224, "patch_size": 16}
+
+
+def sample_report(name="phone", ks=(1, 2, 4), p90=(1.0, 2.0, 4.0), manifest="c" * 64, model=None, export_dir=None,
+                  created="2025-01-01T00:00:00Z"):
     dev = {"name": name, "platform": "android", "cpu": "Test SoC", "cpu_cores": 8, "runtimes": {"onnxruntime": "1.20"}}
     rows = [make_row(k, "onnxruntime", "onnx/hydravit.onnx", target="onnx", mode="single", compute="cpu",
                      precision="fp32", latency_median_ms=v * 0.9, latency_p90_ms=v, latency_min_ms=v * 0.8, runs=10,
                      accuracy={"dataset": "digits-heldout", "top1": 0.5 + 0.1 * i})
             for i, (k, v) in enumerate(zip(ks, p90))]
-    return new_report(dev, manifest_sha256=manifest, rows=rows, created="2025-01-01T00:00:00Z")
+    return new_report(dev, manifest_sha256=manifest, rows=rows, created=created, model=model, export_dir=export_dir)
 
 
 # =========================================================================== bench run
@@ -129,6 +134,28 @@ def test_bench_per_k_default_dir_and_heads_filter(tiny_exports, tmp_path, capsys
     acc = rep["rows"][0]["accuracy"]
     assert acc["dataset"] == "digits-heldout" and acc["samples"] == len(DigitsDataset("val", 32))
     assert 0 <= acc["top1"] <= 1
+
+
+def test_a_second_export_keeps_the_first_exports_rows(tiny_exports, tmp_path, capsys):
+    """Finding 6: bench two exports under one device name; each re-run replaces only its own export's rows."""
+    from hydravit_edge.bench.report import export_groups, manifest_sha256
+
+    single, per_k = (manifest_sha256(tiny_exports[m]) for m in ("single", "per-k"))
+    for export_dir in (tiny_exports["single"], tiny_exports["per-k"]):
+        code, out, err = run_cli(bench_args(export_dir, tmp_path, "--heads", "1", "--runs", "2"), capsys)
+        assert code in (0, None), err
+    assert "row(s) of 1 other export(s) are kept (single)" in " ".join(out.split())
+    rep = load_report(report_path(tmp_path, "test-box"))
+    assert [(r["manifest_sha256"], r["export_dir"], r["mode"], r["k"]) for r in rep["rows"]] == [
+        (single, str(tiny_exports["single"]), "single", 1), (per_k, str(tiny_exports["per-k"]), "per-k", 1)]
+    assert rep["manifest_sha256"] == per_k and [e["manifest_sha256"] for e in rep["exports"]] == [single, per_k]
+    before = rep["rows"][1]
+    code, out, err = run_cli(bench_args(tiny_exports["single"], tmp_path, "--heads", "1", "--runs", "2"), capsys)
+    assert code in (0, None), err
+    rep = load_report(report_path(tmp_path, "test-box"))
+    assert [(r["manifest_sha256"], r["k"]) for r in rep["rows"]] == [(single, 1), (per_k, 1)]
+    assert rep["rows"][1] == before  # the other export's row is untouched
+    assert [g.label for g in export_groups(rep)] == ["single", "per-k"]
 
 
 def test_bench_errors(tmp_path, capsys):
@@ -240,12 +267,35 @@ def test_bench_group_dispatch(tiny_exports, tmp_path, capsys, monkeypatch):
 
 def test_bench_report_tables_and_plots(tmp_path, capsys):
     reports = tmp_path / "reports"
-    save_report(sample_report("phone"), report_path(reports, "phone"))
+    save_report(sample_report("phone", model=FULL_SIZE), report_path(reports, "phone"))
     code, out, err = run_cli(["bench", "report", "--reports-dir", str(reports)], capsys)
     assert code in (0, None), err
-    assert "phone (onnxruntime, single, cpu)" in out and "a100-paper" in out  # the reference is always there
+    assert "phone (onnxruntime, single, cpu)" in out and "a100-paper" in out  # the reference: same geometry
     assert (reports / "plots" / "latency_vs_k.png").stat().st_size > 1000
     assert (reports / "plots" / "accuracy_vs_latency.png").stat().st_size > 1000
+
+
+def test_bench_report_groups_rows_by_export_and_leaves_out_a_foreign_reference(tmp_path, capsys):
+    """One device, two exports: a series per export, labelled; the A100 rows only next to the full-size model."""
+    from hydravit_edge.bench.report import merge_reports
+
+    small = dict(FULL_SIZE, head_dim=16, depth=3, img_size=32, patch_size=4)
+    first = sample_report("phone", model=small, export_dir="exports/digits-single")
+    second = sample_report("phone", ks=(1, 2), p90=(3.0, 5.0), manifest="d" * 64, model=small,
+                           export_dir="exports/digits-per-k", created="2025-02-01T00:00:00Z")
+    reports = tmp_path / "reports"
+    save_report(merge_reports(first, second)[0], report_path(reports, "phone"))
+    code, out, err = run_cli(["bench", "report", "--reports-dir", str(reports), "--metric", "p90"], capsys)
+    assert code in (0, None), err
+    flat = " ".join(out.split())
+    assert "a100-paper reference is left out" in flat and "12 heads x 16, depth 3, 32 px, patch 4" in flat
+    assert "[published]" not in out and "eager, cuda" not in out  # no A100 series
+    from hydravit_edge.bench.plots import series
+    from hydravit_edge.bench.report import load_reports
+
+    labels = [s["label"] for s in series(load_reports([reports]))]
+    assert labels == ["phone digits-single (onnxruntime, single, cpu)", "phone digits-per-k (onnxruntime, single, cpu)"]
+    assert "digits-single (3), digits-per-k (2)" in flat
 
 
 def test_bench_report_with_no_reports_still_shows_the_reference(tmp_path, capsys):

@@ -15,16 +15,16 @@ from hydravit_edge.contract.lut import Lut, LutError, UnknownDeviceError, load_l
 from hydravit_edge.errors import UsageError
 from hydravit_edge.policy import DEFAULT_POLICY, PolicyInput
 
-from test_reports import sample_report
+from test_reports import FULL_SIZE, SHA_A, SHA_B, SMALL, sample_report
 
 
 def two_devices(tmp_path: Path) -> list[Path]:
     """A laptop with onnxruntime (single, all k) and executorch (3 k), a phone with per-k files."""
-    laptop = sample_report("laptop", ks=range(3, 13))
+    laptop = sample_report("laptop", ks=range(3, 13), model=FULL_SIZE)  # the reference's geometry
     for k in (3, 6, 12):
         upsert_rows(laptop, [make_row(k, "executorch", "executorch/hydravit.pte", mode="single", entry=f"forward_k{k}",
                                       compute="xnnpack", **latency_stats([k * 0.5, k * 0.6, k * 0.7]))])
-    phone = sample_report("Pixel 8", ks=())
+    phone = sample_report("Pixel 8", ks=(), model=FULL_SIZE)
     for k in (3, 6, 9, 12):
         upsert_rows(phone, [make_row(k, "onnxruntime", f"onnx/k{k}.onnx", mode="per-k", compute="cpu",
                                      latency_median_ms=4.0 * k, latency_p90_ms=5.0 * k)])
@@ -68,6 +68,77 @@ def test_build_options(tmp_path):
         build_lut(loaded, include_reference=False, backends=["tflite"])
     with pytest.raises(UsageError, match="two reports for device 'laptop'"):
         build_lut(loaded + loaded[:1])
+
+
+def _two_exports(tmp_path: Path) -> Path:
+    """One device, two exports: 'old' (k 3, 6, 12; measured in January), 'new' (k 3, 6, twice as slow; February)."""
+    from hydravit_edge.bench.report import merge_reports
+
+    first = sample_report("laptop", ks=(3, 6, 12), model=SMALL, export_dir="exports/old")
+    second = sample_report("laptop", ks=(3, 6), manifest=SHA_B, scale=2.0, model=SMALL, export_dir="exports/new",
+                           created="2025-02-01T00:00:00Z")
+    merged, _ = merge_reports(first, second)
+    path = tmp_path / "reports" / "laptop.json"
+    save_report(merged, path)
+    return path
+
+
+def test_lut_takes_one_export_per_device_and_runtime(tmp_path):
+    """A report with rows of two exports: the newest export's rows, or the named one's; never a mix (finding 6)."""
+    loaded = _loaded([_two_exports(tmp_path)])
+    notes: list[str] = []
+    data = build_lut(loaded, on_note=notes.append)
+    [entry] = data["devices"]
+    assert entry["manifest_sha256"] == SHA_B and [r["k"] for r in entry["rows"]] == [3, 6]
+    assert entry["rows"][0]["p90_ms"] == pytest.approx(2 * 3 * 1.081)
+    assert any("laptop onnxruntime/single/cpu/fp32: export exports/new" in n and "newest of 2" in n for n in notes)
+    for wanted in ("aaaaaaaa", "exports/old", "old", "/elsewhere/exports/old"):
+        notes.clear()
+        [entry] = build_lut(loaded, export=wanted, on_note=notes.append)["devices"]
+        assert entry["manifest_sha256"] == SHA_A and [r["k"] for r in entry["rows"]] == [3, 6, 12], wanted
+        assert any("export exports/old" in n and "named by --export" in n for n in notes)
+    with pytest.raises(UsageError, match="no rows of that export .*it has: old .*new"):
+        build_lut(loaded, export="cafe12")
+
+
+def test_reference_rows_only_for_a_model_of_their_geometry(tmp_path):
+    """The published A100 rows are the full-size model's: a LUT of another model leaves them out and says so."""
+    small = tmp_path / "small.json"
+    save_report(sample_report("laptop", model=SMALL), small)
+    notes: list[str] = []
+    data = build_lut(_loaded([small]), on_note=notes.append)
+    assert [d["name"] for d in data["devices"]] == ["laptop"]
+    [line] = [n for n in notes if "reference" in n]
+    assert "a100-paper reference is left out" in line and "12 heads x 16, depth 3, 16 px, patch 4" in line
+    unknown = tmp_path / "unknown.json"
+    save_report(sample_report("phone"), unknown)  # no model section: its geometry is unknown
+    assert [d["name"] for d in build_lut(_loaded([unknown]))["devices"]] == ["phone"]
+    full = tmp_path / "full.json"
+    save_report(sample_report("laptop", model=FULL_SIZE), full)
+    assert [d["name"] for d in build_lut(_loaded([full]))["devices"]] == ["laptop", "a100-paper"]
+
+
+def test_cli_build_names_the_export(tmp_path, capsys):
+    from hydravit_edge.bench.report import load_report, manifest_sha256, merge_reports
+
+    path = _two_exports(tmp_path)
+    code, out, err = _cli(["lut", "build", str(path), "--out", str(tmp_path / "lut.json")], capsys)
+    assert code == 0, err
+    out = " ".join(out.split())
+    assert "export exports/new (bbbbbbbbbbbb), the newest of 2 measured" in out
+    assert "a100-paper reference is left out" in out and "a100-paper" not in load_lut(tmp_path / "lut.json").device_names()
+    # an export directory here: its manifest's hash picks the rows
+    exp = tmp_path / "exports" / "third"
+    exp.mkdir(parents=True)
+    (exp / "manifest.json").write_text("{}")
+    sha = manifest_sha256(exp)
+    merged, _ = merge_reports(load_report(path), sample_report("laptop", ks=(12,), manifest=sha, model=SMALL))
+    save_report(merged, path)
+    code, out, err = _cli(["lut", "build", str(path), "--out", str(tmp_path / "lut.json"), "--export", str(exp)],
+                          capsys)
+    assert code == 0, err
+    [entry] = load_lut(tmp_path / "lut.json").devices
+    assert entry.manifest_sha256 == sha and [r.k for r in entry.rows] == [12]
 
 
 def test_lut_round_trip_and_policy(tmp_path):

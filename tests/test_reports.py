@@ -18,13 +18,17 @@ from hydravit_edge.errors import UsageError
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
+#: the published reference's geometry (the full-size model) and a small one
+FULL_SIZE = {"name": "hydravit", "num_heads": 12, "head_dim": 64, "depth": 12, "img_size": 224, "patch_size": 16}
+SMALL = {"name": "hydravit", "num_heads": 12, "head_dim": 16, "depth": 3, "img_size": 16, "patch_size": 4}
 
 
 def sample_report(name: str = "test-box", manifest: str = SHA_A, ks=(3, 6, 12), backend: str = "onnxruntime",
-                  scale: float = 1.0) -> dict:
+                  scale: float = 1.0, model=None, created: str = "2025-01-01T00:00:00Z",
+                  export_dir=None) -> dict:
     dev = {"name": name, "platform": "linux", "cpu": "Test CPU", "cpu_cores": 2, "runtimes": {"onnxruntime": "1.31.0"}}
     report = new_report(dev, manifest_sha256=manifest, settings={"threads": 2, "batch": 8, "runs": 10, "warmup": 2},
-                        created="2025-01-01T00:00:00Z")
+                        created=created, model=model, export_dir=export_dir)
     for k in ks:
         samples = [scale * k * (1 + 0.01 * i) for i in range(10)]
         upsert_rows(report, [make_row(k, backend, "onnx/hydravit.onnx", target="onnx", mode="single", compute="cpu",
@@ -85,8 +89,12 @@ def test_writer_keeps_finished_rows_when_interrupted(tmp_path):
     assert [r["k"] for r in load_report(path)["rows"]] == [3, 4]
     resumed = ReportWriter(path, sample_report(ks=()), resume=True)
     assert [r["k"] for r in resumed.report["rows"]] == [3, 4]
+    # another export of the same device: its rows join the first export's, which stay
     other = ReportWriter(path, sample_report(ks=(), manifest=SHA_B), resume=True)
-    assert other.report["rows"] == []  # rows of another export are not resumed
+    assert [(r["k"], r["manifest_sha256"]) for r in other.report["rows"]] == [(3, SHA_A), (4, SHA_A)]
+    other.add(make_row(3, "onnxruntime", "onnx/hydravit.onnx", mode="single", **latency_stats([5.0])))
+    rows = load_report(path)["rows"]
+    assert [(r["k"], r["manifest_sha256"]) for r in rows] == [(3, SHA_A), (4, SHA_A), (3, SHA_B)]
 
 
 def test_percentile_matches_numpy():
@@ -97,6 +105,130 @@ def test_percentile_matches_numpy():
             assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-12)
     stats = latency_stats([5.0, 1.0, 3.0, 2.0, 4.0])
     assert stats == {"latency_median_ms": 3.0, "latency_p90_ms": 4.6, "latency_min_ms": 1.0, "runs": 5}
+
+
+def test_device_info_takes_the_cpu_model_from_py_cpuinfo(monkeypatch):
+    import sys
+
+    import cpuinfo
+
+    from hydravit_edge.bench import device
+
+    device._cpu_model.cache_clear()
+    monkeypatch.setattr(cpuinfo, "get_cpu_info", lambda: {"brand_raw": "Test CPU 9000"})
+    assert device_info("x", detect_gpu=False, runtimes={})["cpu"] == "Test CPU 9000"
+    device._cpu_model.cache_clear()
+    monkeypatch.setitem(sys.modules, "cpuinfo", None)  # not installed: /proc/cpuinfo or platform
+    monkeypatch.setattr(device, "_cpu_model_fallback", lambda: "from /proc/cpuinfo")
+    assert device_info("x", detect_gpu=False, runtimes={})["cpu"] == "from /proc/cpuinfo"
+    device._cpu_model.cache_clear()
+
+
+def test_memory_and_cpus_come_from_psutil(monkeypatch):
+    import psutil
+
+    from hydravit_edge import memory
+
+    class VM:
+        available = 3e9
+        total = 8e9
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: VM())
+    assert memory.available_bytes() == 3e9
+    assert 1 <= memory.cpu_count() <= (psutil.cpu_count() or 1)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 6 if logical else 3)
+    info = device_info("x", detect_gpu=False, runtimes={})
+    assert (info["cpu_cores"], info["cpu_physical_cores"], info["memory_mb"]) == (6, 3, 8000.0)
+
+
+def test_one_clock_and_byte_sizes():
+    import re
+
+    from hydravit_edge.clock import parse_time, utc_now
+    from hydravit_edge.console import human_bytes
+
+    now = utc_now()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", now) and parse_time(now).tzinfo is not None
+    assert parse_time("2025-01-01T00:00:00Z") < parse_time("2025-01-01T00:00:01+00:00") and parse_time("x") is None
+    assert new_report({"name": "a", "platform": "linux"})["created"][:4] == now[:4]
+    assert (human_bytes(500), human_bytes(1_234_567), human_bytes(2.5e9)) == ("500 bytes", "1.23 MB", "2.50 GB")
+
+
+# ------------------------------------------------------------------ several exports of one device
+
+def test_rows_of_two_exports_live_side_by_side():
+    """The same k and configuration may appear once per export; twice in one export is an error."""
+    report = sample_report(ks=(3,))
+    row = dict(report["rows"][0], manifest_sha256=SHA_B)
+    validate_report(dict(report, rows=report["rows"] + [row]))
+    with pytest.raises(ReportError, match="repeats rows"):
+        validate_report(dict(report, rows=report["rows"] + [dict(row, manifest_sha256=SHA_A)]))
+    with pytest.raises(ReportError, match="repeats rows"):  # a row without one belongs to the report's
+        validate_report(dict(report, rows=report["rows"] + [{k: v for k, v in row.items() if k != "manifest_sha256"}]))
+
+
+def test_merge_keeps_other_exports_and_replaces_only_the_same_artifact():
+    from hydravit_edge.bench.report import export_groups, merge_reports
+
+    old = sample_report(ks=(3, 6), model=SMALL, export_dir="exports/a")
+    second, counts = merge_reports(old, sample_report(ks=(3,), manifest=SHA_B, scale=2.0, export_dir="exports/b",
+                                                      created="2025-02-01T00:00:00Z"))
+    assert (counts.replaced, counts.kept_other, counts.other_exports) == (0, 2, ["a"])
+    assert [(r["manifest_sha256"], r["k"], r["export_dir"]) for r in second["rows"]] == [
+        (SHA_A, 3, "exports/a"), (SHA_A, 6, "exports/a"), (SHA_B, 3, "exports/b")]
+    validate_report(second)
+    # the first export again, k=6 only: its k=6 row is replaced, everything else stays
+    third, counts = merge_reports(second, sample_report(ks=(6,), scale=3.0, export_dir="exports/a"))
+    assert (counts.replaced, counts.kept_same, counts.kept_other) == (1, 1, 1)
+    by = {(r["manifest_sha256"], r["k"]): r["latency_median_ms"] for r in third["rows"]}
+    assert sorted(by) == [(SHA_A, 3), (SHA_A, 6), (SHA_B, 3)]
+    assert by[(SHA_A, 6)] == pytest.approx(3 * 6 * 1.045) and by[(SHA_B, 3)] == pytest.approx(2 * 3 * 1.045)
+    groups = export_groups(third)
+    assert [(g.label, len(g.rows)) for g in groups] == [("a", 2), ("b", 1)]
+    assert groups[0].model["head_dim"] == 16  # each export keeps its model
+
+
+def test_an_older_report_reads_as_one_export():
+    """Rows without manifest_sha256 (reports before it, the apps' reports) take the report's."""
+    from hydravit_edge.bench.report import export_groups, merge_reports
+
+    old = sample_report(ks=(3, 6), model=FULL_SIZE)
+    old.pop("exports")
+    old["settings"]["export_dir"] = "exports/old"
+    for r in old["rows"]:
+        assert "manifest_sha256" not in r
+    validate_report(old)
+    [group] = export_groups(old)
+    assert (group.manifest_sha256, group.export_dir, group.model, len(group.rows)) == (SHA_A, "exports/old",
+                                                                                       FULL_SIZE, 2)
+    merged, counts = merge_reports(old, sample_report(ks=(3,), manifest=SHA_B))
+    assert counts.kept_other == 2 and {r["manifest_sha256"] for r in merged["rows"]} == {SHA_A, SHA_B}
+    assert merged["manifest_sha256"] == SHA_B  # the export measured last
+    assert next(e for e in merged["exports"] if e["manifest_sha256"] == SHA_A)["model"] == FULL_SIZE
+
+
+def test_export_labels_tell_apart_exports_of_one_directory():
+    from hydravit_edge.bench.report import export_groups, merge_reports
+
+    merged, _ = merge_reports(sample_report(ks=(3,), export_dir="exports/x"),
+                              sample_report(ks=(3,), manifest=SHA_B, export_dir="exports/x"))
+    assert [g.label for g in export_groups(merged)] == ["x@aaaaaaaa", "x@bbbbbbbb"]
+    assert [g.label for g in export_groups(sample_report(ks=(3,)))] == ["aaaaaaaa"]
+
+
+def test_reference_only_for_a_model_of_its_geometry():
+    from hydravit_edge.bench.reference import reference_if_matching, same_geometry
+
+    ref, why = reference_if_matching([FULL_SIZE])
+    assert ref is not None and ref["device"]["name"] == "a100-paper" and why is None
+    ref, why = reference_if_matching([{"name": "x", "config": dict(FULL_SIZE)}])  # the harness's config dict
+    assert ref is not None
+    ref, why = reference_if_matching([SMALL])
+    assert ref is None and why.count("\n") == 0
+    assert "left out" in why and "12 heads x 64, depth 12, 224 px, patch 16" in why and "12 heads x 16, depth 3" in why
+    ref, why = reference_if_matching([None])  # a report that does not say its model
+    assert ref is None and "unstated geometry" in why
+    assert not same_geometry(FULL_SIZE, dict(FULL_SIZE, depth=None))
 
 
 def test_make_row_rejects_unknown_fields():
@@ -186,10 +318,14 @@ def test_import_stores_and_merges(tmp_path):
     assert (res.rows, res.replaced, res.kept, res.dropped) == (3, 1, 1, 0)
     stored = load_report(res.path)
     assert {r["k"]: r["latency_median_ms"] for r in stored["rows"]}[6] == pytest.approx(2 * 6 * 1.045)
-    # another export: stale rows are dropped
+    # another export: its rows join the stored ones, which are kept (finding 6)
     save_report(sample_report("Pixel 8", ks=(3,), manifest=SHA_B), src)
     res = import_report(src, reports)
-    assert (res.rows, res.dropped) == (1, 3) and "different export manifest" in res.note
+    assert (res.rows, res.replaced, res.kept, res.dropped) == (4, 0, 3, 0) and "other export" in res.note
+    stored = load_report(res.path)
+    assert sorted((r["manifest_sha256"][0], r["k"]) for r in stored["rows"]) == [("a", 3), ("a", 6), ("a", 12),
+                                                                                ("b", 3)]
+    assert [e["manifest_sha256"] for e in stored["exports"]] == [SHA_A, SHA_B]
     # --replace
     save_report(sample_report("Pixel 8", ks=(6,), manifest=SHA_B), src)
     assert import_report(src, reports, merge=False).rows == 1

@@ -1,4 +1,9 @@
-"""The benchmark report (``reports/<device>.json``): one device, one row per k and runtime configuration.
+"""The benchmark report (``reports/<device>.json``): one device, one row per export, runtime configuration and k.
+
+A device's report keeps the rows of every export benchmarked on it: each row names the export
+manifest it was measured from (``manifest_sha256``; a row without one belongs to the report's
+``manifest_sha256``, as in reports written before rows carried it and in the demo apps' reports,
+which hold one export), and ``exports`` describes each export (directory, model, when measured).
 
 Written by ``hydravit-edge bench``, the Android and iOS demo apps' benchmark mode, and shipped
 as the paper's published A100 reference.  Schema: ``bench/schemas/report.schema.json``
@@ -18,8 +23,8 @@ from hydravit_edge.targets import ROW_MODES, runtime_names
 
 from ._base import Document, Model, OpenModel, read_json
 
-__all__ = ["Report", "ReportRow", "ReportDevice", "Accuracy", "ReportError", "SCHEMA_VERSION", "SUPPORTED_VERSIONS",
-           "ROW_FIELDS", "group_key", "row_key"]
+__all__ = ["Report", "ReportRow", "ReportDevice", "ReportExport", "Accuracy", "ReportError", "SCHEMA_VERSION",
+           "SUPPORTED_VERSIONS", "ROW_FIELDS", "GEOMETRY_FIELDS", "group_key", "row_key", "row_manifest"]
 
 #: Version written into new reports; readers accept :data:`SUPPORTED_VERSIONS`.
 SCHEMA_VERSION = 1
@@ -42,9 +47,19 @@ def group_key(row: Any) -> tuple:
     return (get("backend"), get("mode"), get("compute"), get("precision"))
 
 
-def row_key(row: Any) -> tuple:
-    """Identity of a row inside a report: its configuration and k."""
-    return group_key(row) + ((row["k"] if isinstance(row, dict) else row.k),)
+def row_manifest(row: Any, default: Optional[str] = None) -> Optional[str]:
+    """The export manifest (sha256) a row was measured from: its own ``manifest_sha256``, else ``default``
+    (the report's ``manifest_sha256``)."""
+    own = row.get("manifest_sha256") if isinstance(row, dict) else getattr(row, "manifest_sha256", None)
+    return own if own is not None else default
+
+
+def row_key(row: Any, default_manifest: Optional[str] = None) -> tuple:
+    """Identity of a row inside a report: the export it was measured from, its runtime configuration and k.
+
+    ``default_manifest``: the report's ``manifest_sha256``, for rows that do not carry their own.
+    """
+    return (row_manifest(row, default_manifest),) + group_key(row) + ((row["k"] if isinstance(row, dict) else row.k),)
 
 
 class Tool(OpenModel):
@@ -54,6 +69,10 @@ class Tool(OpenModel):
     version: Optional[str] = None
 
 
+#: What makes two models' latencies comparable: the fields :class:`ModelSection` (or its ``config``) gives.
+GEOMETRY_FIELDS = ("num_heads", "head_dim", "depth", "img_size", "patch_size")
+
+
 class ModelSection(OpenModel):
     """The model the rows describe (from the export manifest when there is one)."""
 
@@ -61,7 +80,10 @@ class ModelSection(OpenModel):
     heads: Optional[list[Annotated[int, Field(ge=1)]]] = None
     num_heads: PosInt = None
     head_dim: PosInt = None
+    depth: PosInt = None
+    """Transformer blocks."""
     img_size: PosInt = None
+    patch_size: PosInt = None
     num_classes: PosInt = None
     config: Optional[dict[str, Any]] = None
 
@@ -134,6 +156,10 @@ class ReportRow(Model):
     """'single': one artifact holds every k (k chosen per run); 'per-k': one artifact per k; 'eager': no artifact (PyTorch)."""
     artifact: Annotated[str, Field(min_length=1)]
     """Artifact path relative to the export manifest (e.g. 'onnx/hydravit.onnx', 'onnx/k3.onnx'), or a model name for eager/published rows."""
+    manifest_sha256: Optional[Sha256] = None
+    """sha256 of the export manifest.json this row was measured from; absent: the report's manifest_sha256. Rows of different exports of one device live side by side; a new benchmark replaces only rows of its own export."""
+    export_dir: Optional[str] = None
+    """The export directory as the benchmark was given it (for labels; manifest_sha256 identifies the export)."""
     entry: Optional[str] = None
     """Method / function / signature selecting k inside a single artifact (forward_k3, k3, ...); null for graphs."""
     compute: Optional[str] = None
@@ -189,6 +215,19 @@ class ReportRow(Model):
 ROW_FIELDS = tuple(ReportRow.model_fields)
 
 
+class ReportExport(Model):
+    """One export whose rows the report holds."""
+
+    manifest_sha256: Optional[Sha256]
+    """sha256 of its manifest.json (null: eager PyTorch rows of a named config, no export)."""
+    export_dir: Optional[str] = None
+    """Its directory as the benchmark was given it."""
+    model: Optional[ModelSection] = None
+    """Its model (the report's model section describes the export measured last)."""
+    measured: Optional[str] = None
+    """When its rows were last measured (ISO 8601, UTC): the newest export of a device is the one a LUT uses by default."""
+
+
 class Report(Document):
     """Per-device benchmark of HydraViT subnetworks (one row per k and runtime configuration). Written by `hydravit-edge bench`, the Android and iOS demo apps' benchmark mode, and shipped as the paper's published reference. One report per device lives under reports/<device>.json. Times are milliseconds, memory is decimal megabytes (1e6 bytes)."""
 
@@ -206,10 +245,13 @@ class Report(Document):
     citation: Optional[str] = None
     """For published reports: where the figures come from."""
     manifest_sha256: Optional[Sha256] = None
-    """sha256 of the export manifest.json the artifacts were benchmarked from (null when unknown or published)."""
+    """sha256 of the export manifest.json of the rows that do not name their own (the export measured last; null when unknown or published)."""
     model: Optional[ModelSection] = None
+    """The model of the export measured last (and of rows that do not name their export)."""
     settings: Optional[Settings] = None
     device: ReportDevice
+    exports: Optional[list[ReportExport]] = None
+    """The exports the rows were measured from, one entry each (absent in older reports and the apps' reports: every row then belongs to manifest_sha256 and model)."""
     rows: list[ReportRow]
     notes: Optional[list[str]] = None
 
@@ -227,11 +269,17 @@ class Report(Document):
     def _unique_rows(self) -> "Report":
         seen: dict[tuple, int] = {}
         for i, row in enumerate(self.rows):
-            key = row_key(row)
+            key = row_key(row, self.manifest_sha256)
             if key in seen:
-                raise ValueError(f"rows[{i}] repeats rows[{seen[key]}] (same k, backend, mode, compute, precision: "
-                                 f"{key})")
+                raise ValueError(f"rows[{i}] repeats rows[{seen[key]}] (same export, k, backend, mode, compute, "
+                                 f"precision: {key})")
             seen[key] = i
+        shas: dict[Optional[str], int] = {}
+        for i, e in enumerate(self.exports or []):
+            if e.manifest_sha256 in shas:
+                raise ValueError(f"exports[{i}] repeats exports[{shas[e.manifest_sha256]}] (manifest_sha256 "
+                                 f"{e.manifest_sha256})")
+            shas[e.manifest_sha256] = i
         return self
 
     @classmethod

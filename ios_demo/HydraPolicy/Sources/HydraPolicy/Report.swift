@@ -7,7 +7,7 @@ import Foundation
 public let reportSchemaVersion = 1
 
 public enum Stats {
-    /// q-th percentile (0..100), linear interpolation between order statistics (numpy's default, as in report.py).
+    /// q-th percentile (0..100), linear interpolation between order statistics (numpy's default method, "linear", as bench/stats.py uses).
     public static func percentile(_ values: [Double], _ q: Double) -> Double {
         precondition(!values.isEmpty && q >= 0 && q <= 100)
         let a = values.sorted()

@@ -20,7 +20,7 @@ import java.util.TimeZone
 const val REPORT_SCHEMA_VERSION = 1
 
 object Stats {
-    /** q-th percentile (0..100), linear interpolation between order statistics (numpy's default, as in report.py). */
+    /** q-th percentile (0..100), linear interpolation between order statistics (numpy's default method, "linear", as bench/stats.py uses). */
     fun percentile(values: List<Double>, q: Double): Double {
         require(values.isNotEmpty()) { "percentile of no values" }
         require(q in 0.0..100.0) { "q must be in 0..100" }
