@@ -60,7 +60,7 @@ def _quiet():
 def heads_program(model, k: int):
     """The k-subnetwork over the FULL parameters, as a module torch.export can trace.
 
-    Runs HydraViT's slices of the shared parameters through HydraViT's ``_mlp`` and
+    Takes the cuts of the model's slicing table and runs them through HydraViT's ``_mlp`` and
     ``forward_head_heads`` and the XNNPACK-partitionable layer norm and attention of
     :mod:`.xnnpack_graph` (the same math as ``_ln`` / ``_attention``).  One more change for XNNPACK: the patch embedding
     is a convolution with a static per-k weight and no bias (the bias is added after it):
@@ -75,37 +75,39 @@ def heads_program(model, k: int):
 
     from .xnnpack_graph import attention, layer_norm
 
-    cfg = model.config
-    e = cfg.width(k)
-    hd, full = cfg.head_dim, cfg.embed_dim
+    if not isinstance(model.blocks[0].attn.q_norm, torch.nn.Identity):
+        raise ExportError("the ExecuTorch single program does not support q/k norm attention")
+    hd = model.config.head_dim
+    _, c = model._cuts(k)  # the slicing table resolved for k
     pe = model.patch_embed.proj
 
     def ln(norm, x):
-        return layer_norm(x, norm.weight[:e], norm.bias[:e], _LN_EPS)
+        return layer_norm(x, model._take(norm.weight, c["features"]), model._take(norm.bias, c["features"]), _LN_EPS)
 
     def attn(a, x):
         w, b = a.qkv.weight, a.qkv.bias
-        q = F.linear(x, w[:e, :e], b[:e])
-        kk = F.linear(x, w[full:full + e, :e], b[full:full + e])
-        v = F.linear(x, w[2 * full:2 * full + e, :e], b[2 * full:2 * full + e])
-        return F.linear(attention(q, kk, v, k, hd), a.proj.weight[:e, :e], a.proj.bias[:e])
+        pieces = zip(c["qkv.weight"].pieces, c["qkv.bias"].pieces, strict=True)  # the q, k, v thirds
+        q, kk, v = (F.linear(x, w[iw], b[ib]) for iw, ib in pieces)
+        return F.linear(attention(q, kk, v, k, hd), model._take(a.proj.weight, c["proj.weight"]),
+                        model._take(a.proj.bias, c["features"]))
 
     class HeadsK(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            self.patch_weight = torch.nn.Parameter(pe.weight.detach()[:e].clone(), requires_grad=False)
-            self.register_buffer("patch_bias", pe.bias.detach()[:e].clone().view(1, e, 1, 1))
+            weight, bias = model._take(pe.weight.detach(), c["patch.weight"]), model._take(pe.bias.detach(), c["features"])
+            self.patch_weight = torch.nn.Parameter(weight.clone(), requires_grad=False)
+            self.register_buffer("patch_bias", bias.clone().view(1, -1, 1, 1))
 
         def forward(self, image):
             m = self.model
             x = F.conv2d(image, self.patch_weight, None, stride=pe.stride) + self.patch_bias
             x = x.flatten(2).transpose(1, 2)
-            cls = m.cls_token[:, :, :e].expand(x.shape[0], -1, -1)
-            x = torch.cat((cls, x), dim=1) + m.pos_embed[:, :, :e]
+            cls = m._take(m.cls_token, c["token"]).expand(x.shape[0], -1, -1)
+            x = torch.cat((cls, x), dim=1) + m._take(m.pos_embed, c["pos_embed"])
             for blk in m.blocks:
-                x = x + attn(blk.attn, ln(blk.norm1, x))
-                x = x + m._mlp(blk.mlp, ln(blk.norm2, x), e)
+                x = x + m._scale(blk.ls1, attn(blk.attn, ln(blk.norm1, x)), c)
+                x = x + m._scale(blk.ls2, m._mlp(blk.mlp, ln(blk.norm2, x), c), c)
             return m.forward_head_heads(ln(m.norm, x), k)
 
     return HeadsK().eval()

@@ -56,7 +56,7 @@ def test_info_json_from_checkpoint(capsys, tmp_path):
     (["info", "--heads", "abc"], 2, "cannot read heads"),
     (["info", "--heads", "0..3"], 2, ">= 1"),
     (["info", "--config", "huge"], 2, "unknown config"),
-    (["info", "--checkpoint", "/nonexistent/x.safetensors"], 1, "no such checkpoint file"),
+    (["info", "--checkpoint", "/nonexistent/x.safetensors"], 2, "no such checkpoint file"),
 ])
 def test_info_errors(capsys, argv, code, msg):
     got, out, err = run(capsys, *argv)

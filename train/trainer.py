@@ -293,7 +293,8 @@ class Trainer:
                 self.console.print(f"--init {path}: its classifier has {head.shape[0]} classes, the data "
                                    f"{self.model_config.num_classes}; starting with a fresh classifier")
             sd = {k: v for k, v in sd.items() if not (k.startswith("head.") or k.startswith("head_k."))}
-            sd["head.weight"] = self.model.head.weight.detach().clone()
+            width = sd["patch_embed.proj.weight"].shape[0]  # a narrower checkpoint's head is cut to its width
+            sd["head.weight"] = self.model.head.weight.detach()[:, :width].clone()
             sd["head.bias"] = self.model.head.bias.detach().clone()
             contents.state_dict = sd
         load_state_into(self.model, contents)
