@@ -374,7 +374,7 @@ def _cli(args: list[str], log: Callable[[str], None], cwd: Optional[Path] = None
 def runnable_targets() -> list[str]:
     """Export targets whose exporter and runtime both work on this machine (and that ``bench`` runs)."""
     from hydravit_edge.engines import engine_for_target
-    from hydravit_edge.export import exporters
+    from hydravit_edge.export.registry import exporters
 
     out = []
     for e in exporters():
