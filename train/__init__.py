@@ -13,7 +13,7 @@ _EXPORTS = {
     "TrainConfig": "config", "EvalResult": "evaluation", "evaluate": "evaluation", "RECIPES": "recipes",
     "Recipe": "recipes", "get_recipe": "recipes", "RunDir": "runs", "latest_checkpoint": "runs",
     "latest_run": "runs", "HeadSampler": "sampler", "parse_weights": "sampler", "Trainer": "trainer",
-    "TrainResult": "trainer", "evaluate_model": "trainer", "resume": "trainer", "train": "trainer",
+    "TrainResult": "trainer", "evaluate_model": "evaluation", "resume": "api", "train": "api",
 }
 
 __all__ = [

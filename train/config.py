@@ -73,6 +73,8 @@ class TrainConfig:
     augment: Optional[str] = None  # "timm" | "light" | "none"
     eval_every: Optional[int] = None
     workers: Optional[int] = None
+    #: leave unreadable image files of an ImageFolder out (listed) instead of stopping
+    skip_bad_images: bool = False
     #: torch CPU threads per process; default 1 for digits (its tiny matrices gain little from a
     #: second thread, and OpenMP threads collapse when the CPU is shared), torch's choice otherwise
     threads: Optional[int] = None

@@ -33,7 +33,7 @@ def _child(config_name: str, k: int, update: str, batch: int, steps: int, device
     from hydravit_edge.model import HydraViT, build_timm_vit
 
     from .subnet_step import subnet_step
-    from .trainer import build_optimizer
+    from .optim import build_optimizer
 
     if threads:
         torch.set_num_threads(threads)
