@@ -1,5 +1,8 @@
 """``hydravit-edge bench`` (run / report / import / android) and ``hydravit-edge demo``.
 
+``hydravit-edge export-bench`` (:mod:`.export_bench`) measures the export side: sizes, export times
+and latencies of single vs per-k artifacts.
+
 ``bench`` is a command group whose default command is ``run``: ``hydravit-edge bench``,
 ``hydravit-edge bench exports/x --runs 50`` and ``hydravit-edge bench run exports/x`` all
 benchmark; ``bench report``, ``bench import FILE`` and ``bench android`` are subcommands.
@@ -250,6 +253,30 @@ def demo_cmd(
                   log=console.print, show=print_wide)
 
 
+def export_bench_cmd(
+    config_name: str = typer.Option("base", "--config", help="Named config (random weights): base or tiny."),
+    heads: str = typer.Option("3..12", "--heads", help="Head counts."),
+    latency_heads: Optional[str] = typer.Option(None, "--latency-heads", help="Subset of --heads to time (default: all)."),
+    target: str = typer.Option("onnx,executorch", "--target", "-t", help="Targets to measure (onnx, executorch)."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Directory for the exported files (default: a temp dir)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep --work after the run."),
+    reuse: bool = typer.Option(False, "--reuse", help="Reuse exports an earlier run left in --work."),
+    runs: int = typer.Option(10, "--runs", help="Timed runs per latency measurement."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (single, per-k, ... alternate)."),
+    threads: int = typer.Option(0, "--threads", help="Runtime threads (0: runtime default)."),
+    deit: bool = typer.Option(True, "--deit/--no-deit", help="Compare per-k ONNX k=3/6/12 with timm DeiT-tiny/small/base."),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG plot of latency per k."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Export worker processes (default: as `export`)."),
+) -> None:
+    """Sizes, export times and latencies: single artifact vs per-k files (and per-k ONNX vs timm DeiT)."""
+    from .export_bench import run_bench
+
+    run_bench(config_name=config_name, heads=heads, targets=target, work=work, keep=keep, runs=runs,
+              rounds=rounds, threads=threads, deit=deit, json_path=as_json, plot_path=plot, latency_heads=latency_heads,
+              reuse=reuse, jobs=jobs)
+
+
 def register(app: typer.Typer) -> None:
     bench_app = typer.Typer(
         cls=DefaultRunGroup,
@@ -262,3 +289,4 @@ def register(app: typer.Typer) -> None:
     bench_app.command("import")(bench_import)
     app.add_typer(bench_app, name="bench")
     app.command("demo")(demo_cmd)
+    app.command("export-bench")(export_bench_cmd)

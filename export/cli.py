@@ -1,4 +1,5 @@
-"""``hydravit-edge export``, ``hydravit-edge validate`` and ``hydravit-edge export-bench``."""
+"""``hydravit-edge export`` and ``hydravit-edge validate`` (``export-bench`` is registered by
+:mod:`hydravit_edge.bench.cli`)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
         from hydravit_edge.errors import UsageError
 
         from .api import export_model, find_checkpoint
-        from .base import ValidationError
+        from .errors import ValidationError
 
         if checkpoint is None:
             checkpoint = find_checkpoint(runs_dir)
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     ) -> None:
         """Re-check an export: file sizes and sha256 against the manifest, and every artifact in its own runtime."""
-        from .api import validate_dir
+        from .validation import validate_dir
 
         targets = [t.strip() for t in target.split(",")] if target else None
         report = validate_dir(directory, targets, show_progress=not as_json)
@@ -102,27 +103,3 @@ def register(app: typer.Typer) -> None:
         report.raise_for_failures()
         if not as_json:
             console.print(f"[green]{directory}: every check passed[/] (skipped checks are listed as skipped)")
-
-    @app.command("export-bench")
-    def export_bench_cmd(
-        config_name: str = typer.Option("base", "--config", help="Named config (random weights): base or tiny."),
-        heads: str = typer.Option("3..12", "--heads", help="Head counts."),
-        latency_heads: Optional[str] = typer.Option(None, "--latency-heads", help="Subset of --heads to time (default: all)."),
-        target: str = typer.Option("onnx,executorch", "--target", "-t", help="Targets to measure (onnx, executorch)."),
-        work: Optional[Path] = typer.Option(None, "--work", help="Directory for the exported files (default: a temp dir)."),
-        keep: bool = typer.Option(False, "--keep", help="Keep --work after the run."),
-        reuse: bool = typer.Option(False, "--reuse", help="Reuse exports an earlier run left in --work."),
-        runs: int = typer.Option(10, "--runs", help="Timed runs per latency measurement."),
-        rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (single, per-k, ... alternate)."),
-        threads: int = typer.Option(0, "--threads", help="Runtime threads (0: runtime default)."),
-        deit: bool = typer.Option(True, "--deit/--no-deit", help="Compare per-k ONNX k=3/6/12 with timm DeiT-tiny/small/base."),
-        as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG plot of latency per k."),
-        jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Export worker processes (default: as `export`)."),
-    ) -> None:
-        """Sizes, export times and latencies: single artifact vs per-k files (and per-k ONNX vs timm DeiT)."""
-        from .bench_sizes import run_bench
-
-        run_bench(config_name=config_name, heads=heads, targets=target, work=work, keep=keep, runs=runs,
-                  rounds=rounds, threads=threads, deit=deit, json_path=as_json, plot_path=plot, latency_heads=latency_heads, reuse=reuse,
-                  jobs=jobs)

@@ -16,8 +16,9 @@ Single (``coreml/hydravit.mlpackage``)
     coremltools' ``const_elimination`` pass would fold every ``slice(const)`` into a new
     per-k constant (the per-k weights differ, so deduplication finds nothing and the package
     stores ~4.5x).  The conversion therefore replaces that pass with
-    ``hydravit_edge::const_elimination_keep_weight_slices``: the same pass, except that slices
-    of float constants (and what is computed from them) stay in the program.  Everything
+    ``hydravit_edge::const_elimination_keep_weight_slices`` (:mod:`.coreml_mil`): the same
+    pass, except that slices of float constants (and what is computed from them) stay in the
+    program.  Everything
     else (fp32->fp16 casts of the full constants, shape arithmetic) is still folded.  Core ML
     compiles the package on the device, where such constant subgraphs can be evaluated once
     at load time.
@@ -31,24 +32,26 @@ converted, run in PyTorch, against ``model(x, heads=k)``); the ``runtime`` check
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import platform
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from .base import (ArtifactRecord, ExportError, Exporter, ProgressFn, Reference, TensorSpec, ValidationResult,
-                   compare, register_exporter, run_in_runner)
+from .base import Exporter, converting, stored_params
+from .coreml_mil import coremltools_quietly as _coremltools
+from .coreml_mil import quiet as _quiet
+from .coreml_mil import shared_weights_pipeline
+from .progress import ProgressFn
+from .records import ArtifactRecord, Reference, ValidationResult
+from .registry import register_exporter
+from .specs import IOSpec
+from .validation import compare, run_in_runner
 
 #: weights of a single package may exceed the k=max subnetwork's parameters by at most this factor.
 SINGLE_WEIGHT_FACTOR = 1.10
-_PASS = "hydravit_edge::const_elimination_keep_weight_slices"
 _WEIGHTS = Path("Data") / "com.apple.CoreML" / "weights"
 
 
@@ -78,86 +81,14 @@ def _programs():
     return Subnet, Heads
 
 
-def _export_program(module, example):
-    """``torch.export`` (non-strict) in the inference ATen dialect coremltools converts."""
+def _export_program(module, example, k: int):
+    """``torch.export`` (non-strict) of k's program in the inference ATen dialect coremltools converts."""
     import torch
 
-    try:
+    with converting("coreml", "torch.export", k):
         with torch.no_grad():
             ep = torch.export.export(module.eval(), (example,), strict=False)
         return ep.run_decompositions({})
-    except Exception as exc:
-        raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence coremltools' progress bars, version warnings and logging during conversion."""
-    logger = logging.getLogger("coremltools")
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(old)
-
-
-def _coremltools():
-    """Import coremltools (quietly) and register this module's two coremltools extensions."""
-    with _quiet():
-        import coremltools as ct
-        from coremltools.converters.mil.frontend.torch.ops import _get_inputs
-        from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
-        from coremltools.converters.mil.mil import types
-        from coremltools.converters.mil.mil.passes.defs.cleanup.const_elimination import const_elimination
-        from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY, register_pass
-
-    # torch >= 2.6 leaves aten.alias nodes (e.g. a full-range slice) in exported programs;
-    # coremltools 9.0 translates alias_copy but not alias.  Both are the identity.
-    if _TORCH_OPS_REGISTRY.get_func("alias") is None:
-        def alias(context, node):
-            context.add(_get_inputs(context, node)[0], torch_name=node.name)
-
-        register_torch_op(alias)
-
-    if _PASS not in PASS_REGISTRY:
-        slicers = {"slice_by_index", "slice_by_size"}
-
-        def protect(block) -> None:
-            """Mark slices of float constants, and everything computed from them, as not foldable."""
-            kept: set = set()
-            for op in block.operations:
-                for b in op.blocks:
-                    protect(b)
-                hit = any(v in kept for v in op.get_flattened_inputs())
-                if not hit and op.op_type in slicers:
-                    x = op.x
-                    hit = types.is_float(x.dtype) and x.val is not None and np.size(x.val) > 1
-                if hit:
-                    for o in op.outputs:
-                        kept.add(o)
-                        # const_elimination folds a var only when nonreplaceable_vars_upstream is empty
-                        o.nonreplaceable_vars_upstream = set(o.nonreplaceable_vars_upstream) | {o}
-
-        class const_elimination_keep_weight_slices(const_elimination):
-            """``common::const_elimination`` that keeps slices of weights as ops (shared weights)."""
-
-            def apply(self, prog):
-                for f in prog.functions.values():
-                    protect(f)
-                    self._const_elimination_block(f)
-
-        register_pass(namespace="hydravit_edge")(const_elimination_keep_weight_slices)
-    return ct
-
-
-def _shared_weights_pipeline(ct):
-    pipeline = ct.PassPipeline.DEFAULT
-    pipeline.passes = [_PASS if p == "common::const_elimination" else p for p in pipeline.passes]
-    return pipeline
 
 
 # =========================================================================== package inspection
@@ -263,11 +194,7 @@ def inspect_package(path: Path) -> dict[str, Any]:
 @register_exporter
 class CoreMLExporter(Exporter):
     name = "coreml"
-    title = "Core ML"
-    suffix = ".mlpackage"
-    extra = None  # coremltools is a core dependency
-    export_requires = ("coremltools",)
-    runtime_requires = ("coremltools",)
+    export_requires = ("coremltools",)  # a core dependency (the table's extra is None)
     packages = ("coremltools", "torch")
     entry_kind = "function"
     #: tolerance of the source-program check (PyTorch fp32 vs PyTorch fp32: only op-order noise).
@@ -285,65 +212,58 @@ class CoreMLExporter(Exporter):
     def entry_name(self, k: int) -> Optional[str]:
         return f"k{k}"
 
-    def _specs(self, cfg):
-        return ([TensorSpec("image", [1, cfg.in_chans, cfg.img_size, cfg.img_size], "float32", "normalised RGB image, NCHW")],
-                [TensorSpec("logits", [1, cfg.num_classes], "float32", "class scores (pre-softmax)")])
+    def _convert(self, ct, program, cfg, target: str, k: int, pipeline=None):
+        """coremltools' conversion of one torch.export ``program`` to an ML program, I/O as :attr:`io` says."""
+        with converting(self.name, "coremltools convert", k), _quiet():
+            return ct.convert(
+                program, source="pytorch", convert_to="mlprogram",
+                inputs=[ct.TensorType(name=t.name, shape=tuple(t.shape), dtype=np.float32) for t in self.io.inputs(cfg)],
+                outputs=[ct.TensorType(name=t.name, dtype=np.float32) for t in self.io.outputs(cfg)],
+                minimum_deployment_target=getattr(ct.target, target),
+                compute_precision=ct.precision.FLOAT32,
+                pass_pipeline=pipeline, skip_model_load=True)
 
-    def _convert(self, ct, program, cfg, target: str, pipeline=None):
-        try:
-            with _quiet():
-                return ct.convert(
-                    program, source="pytorch", convert_to="mlprogram",
-                    inputs=[ct.TensorType(name="image", shape=(1, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32)],
-                    outputs=[ct.TensorType(name="logits", dtype=np.float32)],
-                    minimum_deployment_target=getattr(ct.target, target),
-                    compute_precision=ct.precision.FLOAT32,
-                    pass_pipeline=pipeline, skip_model_load=True)
-        except Exception as exc:
-            raise ExportError(f"coremltools conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-
-    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
-        # serial: the source programs kept for validation (self._sources) live in this process
-        self.require("export")
-        import torch
-
+    def export_k(self, model, k, out_dir) -> ArtifactRecord:
         ct = _coremltools()
         cfg = model.config
-        out_dir = Path(out_dir)
-        Subnet, Heads = _programs()
-        example = torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size)
-        inputs, outputs = self._specs(cfg)
+        Subnet, _ = _programs()
+        vit = model.subnet(k).eval()
+        program = _export_program(Subnet(vit), IOSpec.example(cfg), k)
+        ml = self._convert(ct, program, cfg, self.per_k_target, k)
+        fname = self.per_k_filename(k)
+        with converting(self.name, "MLModel.save", k), _quiet():
+            ml.save(str(Path(out_dir) / fname))
+        self._sources[(fname, k)] = program
+        return self.record(cfg, k, "per-k", extra={"deployment_target": self.per_k_target,
+                                                   "weight_params": sum(p.numel() for p in vit.parameters())})
+
+    def export_per_k(self, model, heads, out_dir, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
+        """:meth:`export_k` for every k in this process: the source programs kept for validation
+        (``self._sources``) live here."""
         self._sources.clear()
         records = []
-        if mode == "per-k":
-            for k in heads:
-                vit = model.subnet(k).eval()
-                program = _export_program(Subnet(vit), example)
-                ml = self._convert(ct, program, cfg, self.per_k_target)
-                fname = self.per_k_filename(k)
-                with _quiet():
-                    ml.save(str(out_dir / fname))
-                self._sources[(fname, k)] = program
-                records.append(ArtifactRecord(k, fname, None, "graph", "per-k", inputs, outputs,
-                                              extra={"deployment_target": self.per_k_target,
-                                                     "weight_params": sum(p.numel() for p in vit.parameters())}))
-                if progress:
-                    progress(f"coreml k={k}")
-            return records
+        for k in heads:
+            records.append(self.export_k(model, k, out_dir))
+            if progress:
+                progress(f"coreml k={k}")
+        return records
 
-        narrowed = model.narrow(max(heads))
-        n_params = sum(p.numel() for p in narrowed.parameters())
-        if narrowed.head_k is not None:  # the shared `head` is unused when every k has its own classifier
-            n_params -= narrowed.head.weight.numel() + narrowed.head.bias.numel()
-        pipeline = _shared_weights_pipeline(ct)
+    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool) -> list[ArtifactRecord]:
+        ct = _coremltools()
+        cfg = model.config
+        _, Heads = _programs()
+        example = IOSpec.example(cfg)
+        n_params = stored_params(model)
+        pipeline = shared_weights_pipeline(ct)
         fname = self.single_filename
+        self._sources.clear()
         with tempfile.TemporaryDirectory(prefix="hydravit-coreml-") as tmp:
             desc = ct.utils.MultiFunctionDescriptor()
             for k in heads:
-                program = _export_program(Heads(narrowed, k), example)
-                ml = self._convert(ct, program, cfg, self.single_target, pipeline)
+                program = _export_program(Heads(model, k), example, k)
+                ml = self._convert(ct, program, cfg, self.single_target, k, pipeline)
                 part = Path(tmp) / f"k{k}.mlpackage"
-                with _quiet():
+                with converting(self.name, "MLModel.save", k), _quiet():
                     ml.save(str(part))
                 del ml
                 desc.add_function(str(part), src_function_name="main", target_function_name=self.entry_name(k))
@@ -351,16 +271,12 @@ class CoreMLExporter(Exporter):
                 if progress:
                     progress(f"coreml k={k}")
             desc.default_function_name = self.entry_name(max(heads))
-            try:
-                with _quiet():
-                    ct.utils.save_multifunction(desc, str(out_dir / fname))
-            except Exception as exc:
-                raise ExportError(f"coremltools save_multifunction failed: {type(exc).__name__}: {exc}") from exc
-        for k in heads:
-            records.append(ArtifactRecord(k, fname, self.entry_name(k), "function", "single", inputs, outputs,
-                                          extra={"deployment_target": self.single_target,
-                                                 "function_name": self.entry_name(k), "weight_params": n_params}))
-        return records
+            with converting(self.name, "coremltools save_multifunction", heads), _quiet():
+                ct.utils.save_multifunction(desc, str(out_dir / fname))
+        return [self.record(cfg, k, "single", entry=self.entry_name(k),
+                            extra={"deployment_target": self.single_target, "function_name": self.entry_name(k),
+                                   "weight_params": n_params})
+                for k in heads]
 
     # ---- validation -------------------------------------------------------------------
     def runtime_skip_reason(self) -> Optional[str]:

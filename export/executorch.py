@@ -36,7 +36,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from .base import ArtifactRecord, ExportError, Exporter, ProgressFn, TensorSpec, register_exporter
+from .base import Exporter, converting
+from .errors import ExportError
+from .progress import ProgressFn
+from .records import ArtifactRecord
+from .registry import register_exporter
+from .specs import IOSpec
 
 PER_K_METHOD = "forward"
 #: shown with every single-program export (CLI summary, manifest): the trade-off the user chose
@@ -121,34 +126,22 @@ def lower_programs(programs: dict):
     return to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()]).to_executorch()
 
 
-def _trace(module, cfg):
+def _trace(module, cfg, k: int):
+    """``torch.export`` of ``module`` (k's program) on the example input."""
     import torch
 
-    x = (torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
-    try:
-        with _quiet(), torch.no_grad():
-            return torch.export.export(module.eval(), x)
-    except Exception as exc:
-        raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-
-
-def _lower(fn):
-    try:
-        with _quiet():
-            return fn()
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError(f"ExecuTorch lowering failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    with converting("executorch", "torch.export", k), _quiet(), torch.no_grad():
+        return torch.export.export(module.eval(), (IOSpec.example(cfg),))
 
 
 #: State-dict prefix of the shared parameters in a single-program method (``HeadsK.model``).
 _SHARED = "model."
 
 
-def lowered_method(model, k: int, kmax: int) -> bytes:
+def lowered_method(model, k: int) -> bytes:
     """Method ``forward_k<k>`` of the single program, lowered to XNNPACK with non-static linear
-    weights and serialized with ExecuTorch's edge-program serde (a picklable pool task).
+    weights and serialized with ExecuTorch's edge-program serde (a picklable pool task; ``model``
+    is the exported model, narrowed to the largest k).
 
     The shared parameters are left out (empty placeholders): :func:`assemble_program` puts
     the caller's tensors back, so ten methods do not carry ten copies of the weights.
@@ -159,9 +152,8 @@ def lowered_method(model, k: int, kmax: int) -> bytes:
     from executorch.exir.serde import serialize as serde
 
     name = f"forward_k{k}"
-    program = _trace(heads_program(model.narrow(kmax), k), model.config)
-
-    def lower():
+    program = _trace(heads_program(model, k), model.config, k)
+    with converting("executorch", "to_edge_transform_and_lower", k), _quiet():
         edge = to_edge_transform_and_lower(
             {name: program}, partitioner=[XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)])
         ep = edge.exported_program(name)
@@ -170,9 +162,7 @@ def lowered_method(model, k: int, kmax: int) -> bytes:
                 ep.state_dict[key] = torch.empty(0)
         buf = io.BytesIO()
         serde.save(ep, buf)
-        return buf.getvalue()
-
-    return _lower(lower)
+    return buf.getvalue()
 
 
 def assemble_program(methods: dict, model):
@@ -204,10 +194,7 @@ def assemble_program(methods: dict, model):
 @register_exporter
 class ExecuTorchExporter(Exporter):
     name = "executorch"
-    title = "ExecuTorch (XNNPACK)"
-    suffix = ".pte"
     export_requires = ("executorch",)
-    runtime_requires = ("executorch",)
     packages = ("executorch", "torch")
     entry_kind = "method"
     tolerance = 1e-4
@@ -218,37 +205,25 @@ class ExecuTorchExporter(Exporter):
     def entry_name(self, k: int) -> str:
         return f"forward_k{k}"
 
-    def _specs(self, cfg):
-        return ([TensorSpec("image", [1, cfg.in_chans, cfg.img_size, cfg.img_size], "float32", "normalised RGB image, NCHW")],
-                [TensorSpec("logits", [1, cfg.num_classes], "float32", "class scores (pre-softmax)")])
-
     def export_k(self, model, k, out_dir) -> ArtifactRecord:
-        self.require("export")
         from .xnnpack_graph import xnnpack_friendly  # one XNNPACK partition: see its docstring
 
         cfg = model.config
-        prog = _lower(lambda: lower_programs({PER_K_METHOD: _trace(xnnpack_friendly(model.subnet(k)), cfg)}))
+        program = _trace(xnnpack_friendly(model.subnet(k)), cfg, k)
+        with converting(self.name, "to_edge_transform_and_lower", k), _quiet():
+            prog = lower_programs({PER_K_METHOD: program})
         (Path(out_dir) / self.per_k_filename(k)).write_bytes(prog.buffer)
-        inputs, outputs = self._specs(cfg)
-        return ArtifactRecord(k, self.per_k_filename(k), PER_K_METHOD, "method", "per-k", inputs, outputs)
+        return self.record(cfg, k, "per-k", entry=PER_K_METHOD)
 
-    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
-        self.require("export")
-        import functools
-
-        if mode == "per-k":
-            return self.export_per_k(model, heads, out_dir, progress, pool)
-        cfg = model.config
-        kmax = max(heads)
-        pool, narrowed = self.single_pool(model, heads, pool)
+    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool) -> list[ArtifactRecord]:
         # Each method is lowered on its own (in the pool's workers) and comes back serialized; one
         # EdgeProgramManager then emits them as one program, storing the shared weights once.
-        parts = pool.map(functools.partial(lowered_method, kmax=kmax), heads, progress, label="executorch k={k}")
-        prog = _lower(lambda: assemble_program({self.entry_name(k): parts[k] for k in heads}, narrowed))
-        (Path(out_dir) / self.single_filename).write_bytes(prog.buffer)
-        inputs, outputs = self._specs(cfg)
-        return [ArtifactRecord(k, self.single_filename, self.entry_name(k), "method", "single", inputs, outputs,
-                               extra={"method": self.entry_name(k)}, notes=[SINGLE_SPEED_NOTE])
+        parts = pool.map(lowered_method, heads, progress, label="executorch k={k}")
+        with converting(self.name, "EdgeProgramManager.to_executorch", heads), _quiet():
+            prog = assemble_program({self.entry_name(k): parts[k] for k in heads}, model)
+        (out_dir / self.single_filename).write_bytes(prog.buffer)
+        return [self.record(model.config, k, "single", entry=self.entry_name(k), extra={"method": self.entry_name(k)},
+                            notes=[SINGLE_SPEED_NOTE])
                 for k in heads]
 
     # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------

@@ -25,8 +25,9 @@ Single (``onnx/hydravit.onnx``)
 
 How branch weights are found: every float initializer of the exported per-k graph is
 matched, by value, against the k-subnetwork's parameters (as stored, or transposed, as the
-exporter pre-transposes MatMul weights); each parameter slice is expressed with the slice
-rules of :meth:`HydraViT.subnet_state_dict`, and the slices are checked against it before use.
+exporter pre-transposes MatMul weights); each parameter slice is expressed with the model's
+slicing table (:mod:`hydravit_edge.slicing`), and the slices are checked against
+:meth:`HydraViT.subnet_state_dict` before use.
 """
 
 from __future__ import annotations
@@ -40,46 +41,38 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .base import ArtifactRecord, ExportError, Exporter, ProgressFn, TensorSpec, register_exporter
+from .base import Exporter, converting
+from .errors import ExportError
+from .progress import ProgressFn
+from .records import ArtifactRecord, TensorSpec
+from .registry import register_exporter
+from .specs import HEADS, IMAGE, LOGITS, IOSpec
 
 #: Initializers of a per-k graph that match no parameter may stay inside their branch
 #: (shape constants and the like) only up to this many bytes.
 _LOCAL_LIMIT = 1 << 16
-_HEADS_INPUT = "heads"
+_HEADS_INPUT = HEADS
+#: ONNX element types of the TensorSpec dtypes the graphs use.
+_ELEM_TYPES = {"float32": 1, "int64": 7}  # onnx.TensorProto.FLOAT, .INT64
 
 
-def _slice_plan(name: str, full_shape: Sequence[int], cfg, k: int):
-    """How the k-subnetwork's ``name`` is cut from the full parameter.
+def _slice_plan(table, key: str, k: int):
+    """How subnetwork k's ``key`` is cut from the full parameters, read off the slicing table.
 
-    Returns ``(pieces, concat_axis)``; ``pieces`` is a list of ``(starts, ends, axes)`` and the
-    pieces are concatenated along ``concat_axis`` when there are several.  Mirrors
-    ``HydraViT.subnet_state_dict`` (and is checked against it).
+    Returns ``(source, pieces, concat_axis)``: the full parameter it comes from, a list of
+    ``(starts, ends, axes)`` (only the axes that are cut; empty when used whole) and the axis
+    the pieces are concatenated along when there are several (the q/k/v thirds).
     """
-    e, h, full = cfg.width(k), cfg.mlp_hidden(k), cfg.embed_dim
-    nd = len(full_shape)
-    if name in ("cls_token", "pos_embed"):
-        return [([0], [e], [nd - 1])], None
-    if name.startswith("patch_embed.proj."):
-        return [([0], [e], [0])], None
-    if name.endswith(".qkv.weight"):
-        return [([i * full, 0], [i * full + e, e], [0, 1]) for i in range(3)], 0
-    if name.endswith(".qkv.bias"):
-        return [([i * full], [i * full + e], [0]) for i in range(3)], 0
-    if name.endswith("mlp.fc1.weight"):
-        return [([0, 0], [h, e], [0, 1])], None
-    if name.endswith("mlp.fc1.bias"):
-        return [([0], [h], [0])], None
-    if name.endswith("mlp.fc2.weight"):
-        return [([0, 0], [e, h], [0, 1])], None
-    if name == "head.weight":
-        return [([0], [e], [1])], None
-    if name == "head.bias" or name.startswith("head_k."):
-        return [], None
-    if nd == 2:
-        return [([0, 0], [e, e], [0, 1])], None
-    if nd == 1:
-        return [([0], [e], [0])], None
-    raise ExportError(f"ONNX export does not know how to slice parameter {name} {tuple(full_shape)}")
+    source = table.subnet_params(k)[key]
+    c = table.cut_of(source, k)
+    shape = table.params[source].shape
+    if c.ranges is None:
+        return source, [], None
+    pieces = []
+    for idx in c.pieces:
+        cut = [(s.start, s.stop, a) for a, s in enumerate(idx) if (s.start, s.stop) != (0, shape[a])]
+        pieces.append(([s for s, _, _ in cut], [e for _, e, _ in cut], [a for _, _, a in cut]))
+    return source, pieces, c.axis
 
 
 def _apply_plan(full: np.ndarray, pieces, axis) -> np.ndarray:
@@ -113,24 +106,23 @@ def export_onnx_proto(module, config, opset: Optional[int] = None):
     benchmark, so both are exported the same way."""
     import torch
 
-    x = torch.zeros(1, config.in_chans, config.img_size, config.img_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    try:
-        with _quiet(), torch.no_grad():
-            prog = torch.onnx.export(module.eval(), (x,), None, input_names=["image"], output_names=["logits"],
-                                     dynamo=True, optimize=True, verbose=False, opset_version=opset,
-                                     dynamic_shapes=({0: batch},))
-    except Exception as exc:  # torch.export / translation failures
-        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    with _quiet(), torch.no_grad():
+        prog = torch.onnx.export(module.eval(), (IOSpec.example(config),), None, input_names=[IMAGE],
+                                 output_names=[LOGITS], dynamo=True, optimize=True, verbose=False,
+                                 opset_version=opset, dynamic_shapes=({0: batch},))
     return prog.model_proto
 
 
 def subnet_proto(model, k: int):
     """The per-k ONNX graph of ``model.subnet(k)`` (a picklable :class:`~.parallel.ExportPool` task)."""
-    return export_onnx_proto(model.subnet(k), model.config)
+    vit = model.subnet(k)
+    with converting("onnx", "torch.onnx.export", k):
+        return export_onnx_proto(vit, model.config)
 
 
-def _save(proto, path: Path) -> None:
+def save_proto(proto, path: Path) -> None:
+    """Write an ONNX model; one over protobuf's 2 GB limit keeps its weights in ``<name>.data`` next to it."""
     import onnx
 
     if proto.ByteSize() > 2_000_000_000:  # protobuf limit: weights go to an external data file
@@ -173,10 +165,10 @@ class _Merger:
                 index.setdefault(_digest(a.T), (n, True))
         plans = {}
         for n, a in sub_sd.items():
-            pieces, axis = _slice_plan(n, self.full[n].shape, self.cfg, k)
-            if not np.array_equal(_apply_plan(self.full[n], pieces, axis), a):
+            source, pieces, axis = _slice_plan(self.model.slicing, n, k)
+            if not np.array_equal(_apply_plan(self.full[source], pieces, axis), a):
                 raise ExportError(f"slice rule for {n} at k={k} disagrees with HydraViT.subnet_state_dict")
-            plans[n] = (pieces, axis)
+            plans[n] = (source, pieces, axis)
 
         rename: dict[str, str] = {"image": "image"}
         nodes, inits = [], []
@@ -202,29 +194,28 @@ class _Merger:
                 rename[init.name] = t.name
                 continue
             pname, transposed = hit
-            self.used[pname] = self.full[pname]
-            pieces, axis = plans[pname]
-            cur = pname
+            source, pieces, axis = plans[pname]
+            self.used[source] = self.full[source]
+            cur = source
             out = pre + init.name
-            if not pieces:  # used whole (shared classifier bias): a full-range slice, for the same reason
-                pieces = [([0], [self.full[pname].shape[0]], [0])]
+            if not pieces:  # used whole (a classifier bias): a full-range slice, for the same reason
+                pieces = [([0], [self.full[source].shape[0]], [0])]
             # Always a Slice, even for the full tensor: onnxruntime then folds every branch weight into a
             # branch-local constant, so each branch is optimised exactly like the per-k graph (e.g. the
             # NCHWc conv transform only sees constants of its own graph) and the top-level initializers
             # become unused after folding and are released.
-            if True:
-                parts = []
-                for j, (st, en, ax) in enumerate(pieces):
-                    b = f"{out}/slice{j}"
-                    for suffix, v in (("starts", st), ("ends", en), ("axes", ax)):
-                        inits.append(numpy_helper.from_array(np.asarray(v, dtype=np.int64), f"{b}/{suffix}"))
-                    nodes.append(helper.make_node("Slice", [pname, f"{b}/starts", f"{b}/ends", f"{b}/axes"], [b], name=b))
-                    parts.append(b)
-                if len(parts) > 1:
-                    nodes.append(helper.make_node("Concat", parts, [f"{out}/concat"], axis=axis, name=f"{out}/concat"))
-                    cur = f"{out}/concat"
-                else:
-                    cur = parts[0]
+            parts = []
+            for j, (st, en, ax) in enumerate(pieces):
+                b = f"{out}/slice{j}"
+                for suffix, v in (("starts", st), ("ends", en), ("axes", ax)):
+                    inits.append(numpy_helper.from_array(np.asarray(v, dtype=np.int64), f"{b}/{suffix}"))
+                nodes.append(helper.make_node("Slice", [source, f"{b}/starts", f"{b}/ends", f"{b}/axes"], [b], name=b))
+                parts.append(b)
+            if len(parts) > 1:
+                nodes.append(helper.make_node("Concat", parts, [f"{out}/concat"], axis=axis, name=f"{out}/concat"))
+                cur = f"{out}/concat"
+            else:
+                cur = parts[0]
             if transposed:
                 nodes.append(helper.make_node("Transpose", [cur], [f"{out}/t"], perm=[1, 0], name=f"{out}/t"))
                 cur = f"{out}/t"
@@ -269,7 +260,8 @@ class _Merger:
         self.branches[k] = helper.make_graph(nodes, f"k{k}", [], [out_vi], initializer=inits, value_info=value_info)
         self.local_bytes[k] = local
 
-    def build(self, ks: Sequence[int], producer: str):
+    def build(self, ks: Sequence[int], producer: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
+        """The single graph: ``inputs`` (image, heads) and ``outputs`` (logits) as the target's spec says."""
         import onnx
         from onnx import TensorProto, helper, numpy_helper
 
@@ -307,9 +299,8 @@ class _Merger:
         weights = [numpy_helper.from_array(np.ascontiguousarray(v), n) for n, v in self.used.items()]
         graph = helper.make_graph(
             top_nodes, "hydravit",
-            [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", cfg.in_chans, cfg.img_size, cfg.img_size]),
-             helper.make_tensor_value_info(_HEADS_INPUT, TensorProto.INT64, [1])],
-            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cfg.num_classes])],
+            [helper.make_tensor_value_info(t.name, _ELEM_TYPES[t.dtype], t.shape) for t in inputs],
+            [helper.make_tensor_value_info(t.name, _ELEM_TYPES[t.dtype], t.shape) for t in outputs],
             initializer=weights + top_inits)
         model = helper.make_model(graph, opset_imports=self.opset, producer_name=producer,
                                   functions=list(self.functions.values()))
@@ -327,45 +318,31 @@ class _Merger:
 @register_exporter
 class OnnxExporter(Exporter):
     name = "onnx"
-    title = "ONNX"
-    suffix = ".onnx"
     export_requires = ("onnx", "onnxscript")
-    runtime_requires = ("onnxruntime",)
     packages = ("onnx", "onnxscript", "onnxruntime", "torch")
     entry_kind = "graph+input"
+    io = IOSpec(batch="batch", heads_input=True)  # dynamic batch; the single graph takes k as `heads`
     tolerance = 1e-4
 
-    def _specs(self, cfg, single: bool):
-        inputs = [TensorSpec("image", ["batch", cfg.in_chans, cfg.img_size, cfg.img_size], "float32",
-                             "normalised RGB image, NCHW")]
-        if single:
-            inputs.append(TensorSpec(_HEADS_INPUT, [1], "int64", "head count k of the subnetwork to run"))
-        return inputs, [TensorSpec("logits", ["batch", cfg.num_classes], "float32", "class scores (pre-softmax)")]
-
     def export_k(self, model, k, out_dir) -> ArtifactRecord:
-        self.require("export")
-        _save(subnet_proto(model, k), Path(out_dir) / self.per_k_filename(k))
-        inputs, outputs = self._specs(model.config, False)
-        return ArtifactRecord(k, self.per_k_filename(k), None, "graph", "per-k", inputs, outputs)
+        save_proto(subnet_proto(model, k), Path(out_dir) / self.per_k_filename(k))
+        return self.record(model.config, k, "per-k")
 
-    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
-        self.require("export")
+    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool) -> list[ArtifactRecord]:
         import hydravit_edge
 
-        if mode == "per-k":
-            return self.export_per_k(model, heads, out_dir, progress, pool)
         cfg = model.config
-        pool, narrowed = self.single_pool(model, heads, pool)
-        merger = _Merger(narrowed)
+        merger = _Merger(model)
         # per-k graphs in the pool's workers; merged here in k order (the merge is quick)
-        for k, proto in pool.map(subnet_proto, heads, progress, label="onnx k={k}").items():
-            merger.add(k, proto)
-        proto = merger.build(heads, f"hydravit-edge {hydravit_edge.__version__}")
-        _save(proto, Path(out_dir) / self.single_filename)
-        inputs, outputs = self._specs(cfg, True)
-        return [ArtifactRecord(k, self.single_filename, None, "graph+input", "single", inputs, outputs,
-                               extra={"heads_input": _HEADS_INPUT, "heads_value": [k], "branch": f"k{k}",
-                                      "branch_local_bytes": merger.local_bytes[k]})
+        protos = pool.map(subnet_proto, heads, progress, label="onnx k={k}")
+        with converting(self.name, "merging the per-k graphs", heads):
+            for k, proto in protos.items():
+                merger.add(k, proto)
+            proto = merger.build(heads, f"hydravit-edge {hydravit_edge.__version__}", self.io.inputs(cfg, "single"),
+                                 self.io.outputs(cfg))
+            save_proto(proto, out_dir / self.single_filename)
+        return [self.record(cfg, k, "single", extra={"heads_input": _HEADS_INPUT, "heads_value": [k], "branch": f"k{k}",
+                                                    "branch_local_bytes": merger.local_bytes[k]})
                 for k in heads]
 
     # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------

@@ -4,8 +4,8 @@ Exporting a ViT is mostly single-threaded Python graph work: ``torch.export``, E
 FX passes and XNNPACK preprocessing, the ONNX translator and optimiser.  On the 12-head base
 model one k costs about a minute of one core whatever the runtime threads do, so ten k take
 ten minutes in one process.  The k are independent, so an :class:`ExportPool` runs them in
-``jobs`` worker processes (plain ``python`` subprocesses fed pickled tasks over a pipe; each
-loads the model once, memory-mapped from a temporary file) and targets ask it for per-k results::
+``jobs`` worker processes, each holding the model (loaded once, memory-mapped from a temporary
+file), and targets ask it for per-k results::
 
     records = pool.map(functools.partial(per_k_task, target="onnx", out_dir=str(out_dir)), heads, progress)
 
@@ -14,6 +14,20 @@ be pickled, and its result must pickle (bytes, records, protobufs).  With ``jobs
 same calls run in this process on the caller's model, so the serial path is the parallel
 path minus the processes.  Errors raised in a worker (an :class:`~.errors.ExportError` with its
 message) are re-raised here and the other workers are stopped.
+
+The scheduling (one task per idle worker, results in completion order, the rest cancelled on
+the first error) is a :class:`concurrent.futures.ThreadPoolExecutor` with one thread per worker
+process.  The processes are not a ``ProcessPoolExecutor``'s: its workers are started by
+multiprocessing, whose ``spawn`` and ``forkserver`` re-run the caller's ``__main__`` in every
+worker, so a script without an ``if __name__ == "__main__":`` guard breaks.  Measured with the
+script of ``test_a_script_without_a_main_guard_can_use_workers`` on a ProcessPoolExecutor (spawn
+context, an initializer loading the model): each worker failed with "An attempt has been made to
+start a new process before the current process has finished its bootstrapping phase" and the map
+ended in ``BrokenProcessPool``.  (``fork`` would copy a process running torch's threads, and
+stopping running workers on an error needs the executor's private ``_processes`` before Python
+3.14.)  Start-up costs the same either way (2 workers, tiny model: 5.6-5.7 s as a
+ProcessPoolExecutor with a guard, 6.8-7.3 s as these).  So a worker is a plain ``python -c``
+subprocess fed pickled tasks over a pipe, and never imports the caller's ``__main__``.
 """
 
 from __future__ import annotations
@@ -26,18 +40,20 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
+from hydravit_edge.memory import available_bytes as _available_bytes
+from hydravit_edge.memory import cpu_count
+
 from .errors import ExportError
+from .progress import ProgressFn
 from .registry import get_exporter
 
 __all__ = ["ExportPool", "ProgressFn", "auto_jobs", "cpu_count", "per_k_task"]
 
 R = TypeVar("R")
-#: ``progress(description)``: called once per finished unit of work (a k exported).
-ProgressFn = Callable[[str], None]
 
 #: Models with fewer parameters export serially by default: a worker's start-up (importing
 #: torch and the exporter's toolkit, 5-15 s) costs more than it saves on a small graph.
@@ -48,24 +64,6 @@ PARALLEL_MIN_PARAMS = 20_000_000
 #: per-k); this budgets 4.25 GB.
 WORKER_MEMORY_FACTOR = 8.0
 WORKER_MEMORY_BASE = 1.5e9
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _available_bytes() -> Optional[float]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def auto_jobs(model, tasks: int, min_params: int = PARALLEL_MIN_PARAMS) -> int:
@@ -113,9 +111,7 @@ def _recv(f):
 def _worker_main() -> int:
     """A worker process: load the model, then run ``fn(model, k)`` for every task it is sent.
 
-    Started as ``python -c ...`` (not multiprocessing), so the caller's ``__main__`` is never
-    re-imported: a script without an ``if __name__ == "__main__"`` guard works.  File
-    descriptor 1 carries the protocol; anything libraries print goes to the worker's log.
+    File descriptor 1 carries the protocol; anything libraries print goes to the worker's log.
     """
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -158,6 +154,7 @@ class _Worker:
         _send(self.proc.stdin, (str(model_file), threads))
 
     def call(self, fn, k):
+        """``(ok, fn(model, k) or the exception it raised)``; EOFError/OSError when the process died."""
         _send(self.proc.stdin, (fn, k))
         return _recv(self.proc.stdout)
 
@@ -168,9 +165,11 @@ class _Worker:
             return ""
         return "\n".join(text[-lines:])
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
         if self.proc.poll() is None:
             try:
+                if kill:
+                    raise OSError
                 self.proc.stdin.close()
                 self.proc.wait(timeout=10)
             except Exception:
@@ -195,9 +194,10 @@ class ExportPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers (``kill``: without waiting for their current task) and remove the model file."""
         for w in self._workers:
-            w.stop()
+            w.stop(kill)
         self._workers = []
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -215,6 +215,13 @@ class ExportPool:
             self._workers.append(_Worker(len(self._workers), self._tmp, self._tmp / "model.pt", threads))
         return self._workers[:n]
 
+    def _died(self, w: _Worker, k: int) -> ExportError:
+        code = w.proc.wait()
+        tail = w.log_tail()
+        return ExportError(
+            f"an export worker process died while exporting k={k} (exit code {code}; out of memory?); "
+            f"run again with fewer --jobs (this run used {self.jobs})" + (f". Its last output:\n{tail}" if tail else ""))
+
     def map(self, fn: Callable[[Any, int], R], ks: Iterable[int], progress: Optional[ProgressFn] = None,
             label: str = "k={k}") -> dict[int, R]:
         """``{k: fn(model, k)}``; ``progress(label)`` after each k (in completion order)."""
@@ -227,49 +234,35 @@ class ExportPool:
                     progress(label.format(k=k))
             return out
         workers = self._start(min(self.jobs, len(ks)))
-        todo: queue.Queue = queue.Queue()
-        for k in ks:
-            todo.put(k)
-        done: queue.Queue = queue.Queue()
-        stop = threading.Event()
+        idle: queue.SimpleQueue = queue.SimpleQueue()
+        for w in workers:
+            idle.put(w)
 
-        def serve(w: _Worker) -> None:
-            while not stop.is_set():
-                try:
-                    k = todo.get_nowait()
-                except queue.Empty:
-                    return
+        def run(k: int) -> R:  # in one of the threads: k on an idle worker
+            w = idle.get()
+            try:
                 try:
                     ok, value = w.call(fn, k)
                 except (EOFError, OSError, pickle.UnpicklingError):
-                    code = w.proc.wait()
-                    tail = w.log_tail()
-                    done.put((k, False, ExportError(
-                        f"an export worker process died while exporting k={k} (exit code {code}; out of memory?); "
-                        f"run again with fewer --jobs (this run used {self.jobs})" + (f". Its last output:\n{tail}" if tail else ""))))
-                    return
-                done.put((k, ok, value))
-                if not ok:
-                    return
+                    raise self._died(w, k) from None
+            finally:
+                idle.put(w)
+            if not ok:
+                raise value
+            return value
 
-        threads = [threading.Thread(target=serve, args=(w,), daemon=True) for w in workers]
-        for t in threads:
-            t.start()
         out: dict[int, Any] = {}
-        try:
-            while len(out) < len(ks):
-                k, ok, value = done.get()
-                if not ok:
-                    raise value
-                out[k] = value
-                if progress:
-                    progress(label.format(k=k))
-        except BaseException:
-            stop.set()
-            for w in workers:
-                w.proc.kill()
-            self.close()
-            raise
-        for t in threads:
-            t.join()
+        with ThreadPoolExecutor(len(workers), thread_name_prefix="hydravit-export") as threads:
+            futures = {threads.submit(run, k): k for k in ks}
+            try:
+                for done in as_completed(futures):
+                    k = futures[done]
+                    out[k] = done.result()
+                    if progress:
+                        progress(label.format(k=k))
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                self.close(kill=True)  # the tasks still running end with their worker
+                raise
         return {k: out[k] for k in ks}

@@ -39,15 +39,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydravit_edge.errors import MissingDependencyError
+from hydravit_edge.targets import target
 
-from .base import (ArtifactRecord, ExportError, Exporter, ProgressFn, Reference, TensorSpec, ValidationResult,
-                   register_exporter)
+from .base import Exporter, converting, stored_params
+from .progress import ProgressFn
+from .records import ArtifactRecord, Reference, ValidationResult
+from .registry import register_exporter
+from .specs import IMAGE, LOGITS, IOSpec
 
 #: weights of the single file may exceed the parameters of its largest k by at most this factor.
 SINGLE_WEIGHT_FACTOR = 1.10
 #: constants of at least this many bytes become resource constants (not folded) in single mode.
 _RESOURCE_THRESHOLD_BYTES = 1024
-_EXTRA = "tflite"
+_EXTRA = target("tflite").extra
 
 #: shown with every shared-weight single export (CLI summary, manifest)
 SINGLE_SPEED_NOTE = ("weights stored once, but sliced at run time so XNNPACK cannot prepack them: 1.5-4x the "
@@ -130,8 +134,8 @@ def _modules():
 
         def forward(self, image):
             if self.k is None:
-                return {"logits": self.model(image)}
-            return {"logits": self.model.forward_heads(image, self.k)}
+                return {LOGITS: self.model(image)}
+            return {LOGITS: self.model.forward_heads(image, self.k)}
 
     return Program
 
@@ -185,11 +189,7 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
 @register_exporter
 class TFLiteExporter(Exporter):
     name = "tflite"
-    title = "TFLite (LiteRT)"
-    suffix = ".tflite"
-    extra = _EXTRA
     export_requires = ("litert_torch", "ai_edge_litert")
-    runtime_requires = ("ai_edge_litert",)
     packages = ("litert-torch", "ai-edge-litert", "torch")
     entry_kind = "signature"
     tolerance = 1e-4
@@ -199,64 +199,39 @@ class TFLiteExporter(Exporter):
     def entry_name(self, k: int) -> Optional[str]:
         return f"k{k}"
 
-    def _specs(self, cfg):
-        return ([TensorSpec("image", [1, cfg.in_chans, cfg.img_size, cfg.img_size], "float32", "normalised RGB image, NCHW")],
-                [TensorSpec("logits", [1, cfg.num_classes], "float32", "class scores (pre-softmax)")])
-
-    def _convert(self, build, path: Path, **kwargs) -> None:
+    def _convert(self, build, path: Path, heads, **kwargs) -> None:
         """``build()`` -> litert_torch Converter; convert and write ``path``."""
-        try:
-            with _env(LITERT_TORCH_SHOW_PROGRESS="n", **kwargs.pop("env", {})), _quiet():
-                edge = build().convert(**kwargs)
-                edge.export(str(path))
-        except MissingDependencyError:
-            raise
-        except Exception as exc:
-            msg = str(exc).strip().splitlines()
-            raise ExportError(f"litert-torch conversion failed: {type(exc).__name__}: {msg[0] if msg else ''}") from exc
+        with converting(self.name, "litert-torch convert", heads), \
+                _env(LITERT_TORCH_SHOW_PROGRESS="n", **kwargs.pop("env", {})), _quiet():
+            edge = build().convert(**kwargs)
+            edge.export(str(path))
 
     def export_k(self, model, k, out_dir) -> ArtifactRecord:
-        self.require("export")
-        import torch
-
         litert_torch = _import("litert_torch", "export")
         cfg = model.config
-        example = {"image": torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size)}
+        example = {IMAGE: IOSpec.example(cfg)}
         vit = model.subnet(k).eval()
-        fname = self.per_k_filename(k)
         Program = _modules()
         self._convert(lambda: litert_torch.signature(self.per_k_signature, Program(vit).eval(), sample_kwargs=example),
-                      Path(out_dir) / fname)
-        inputs, outputs = self._specs(cfg)
-        return ArtifactRecord(k, fname, None, "graph", "per-k", inputs, outputs,
-                              extra={"signature": self.per_k_signature,
-                                     "weight_params": sum(p.numel() for p in vit.parameters())})
+                      Path(out_dir) / self.per_k_filename(k), k)
+        return self.record(cfg, k, "per-k", extra={"signature": self.per_k_signature,
+                                                   "weight_params": sum(p.numel() for p in vit.parameters())})
 
-    def export(self, model, heads, out_dir, mode, progress: Optional[ProgressFn] = None, pool=None) -> list[ArtifactRecord]:
-        self.require("export")
-        if mode == "per-k":
-            return self.export_per_k(model, heads, out_dir, progress, pool)
-        import torch
-
+    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool) -> list[ArtifactRecord]:
         litert_torch = _import("litert_torch", "export")
         cfg = model.config
-        out_dir = Path(out_dir)
         Program = _modules()
-        example = {"image": torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size)}
-        inputs, outputs = self._specs(cfg)
-        pool, narrowed = self.single_pool(model, heads, pool)
-        n_params = sum(p.numel() for p in narrowed.parameters())
-        if narrowed.head_k is not None:
-            n_params -= narrowed.head.weight.numel() + narrowed.head.bias.numel()
+        example = {IMAGE: IOSpec.example(cfg)}
+        n_params = stored_params(model)
 
         def build():
             conv = litert_torch.Converter()
             for k in heads:
-                conv.signature(self.entry_name(k), Program(narrowed, k).eval(), sample_kwargs=example)
+                conv.signature(self.entry_name(k), Program(model, k).eval(), sample_kwargs=example)
             return conv
 
         path = out_dir / self.single_filename
-        self._convert(build, path, lightweight_conversion=True, runtime_constant_folding=False,
+        self._convert(build, path, heads, lightweight_conversion=True, runtime_constant_folding=False,
                       env={"RESOURCE_CONSTANT_NUMEL_THRESHOLD": str(_RESOURCE_THRESHOLD_BYTES)})
         info = inspect_tflite(path)
         limit = SINGLE_WEIGHT_FACTOR * 4 * n_params + 65536
@@ -264,10 +239,10 @@ class TFLiteExporter(Exporter):
             if progress:
                 for k in heads:
                     progress(f"tflite k={k}")
-            return [ArtifactRecord(k, self.single_filename, self.entry_name(k), "signature", "single", inputs, outputs,
-                                   extra={"signature": self.entry_name(k), "weight_params": n_params,
-                                          "weights": "shared full-size buffers, sliced at run time"},
-                                   notes=[SINGLE_SPEED_NOTE])
+            return [self.record(cfg, k, "single", entry=self.entry_name(k),
+                                extra={"signature": self.entry_name(k), "weight_params": n_params,
+                                       "weights": "shared full-size buffers, sliced at run time"},
+                                notes=[SINGLE_SPEED_NOTE])
                     for k in heads]
         path.unlink()
         note = (f"litert-torch {self.versions().get('litert-torch')} stored the weights of each signature separately "

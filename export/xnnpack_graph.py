@@ -16,7 +16,6 @@ timm modules to float rounding (the exporter validates every artifact against Py
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["layer_norm", "attention", "XnnLayerNorm", "XnnAttention", "xnnpack_friendly"]

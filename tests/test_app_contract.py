@@ -66,7 +66,7 @@ SWIFT_READ = re.compile(r'\["(\w+)"\]')
 # ------------------------------------------------------------------ exporter
 
 def _exporter(name: str):
-    from hydravit_edge.export.base import exporter_names, get_exporter
+    from hydravit_edge.export import exporter_names, get_exporter
 
     if name not in exporter_names():
         pytest.skip(f"export target '{name}' is not registered yet (pending in export/)")

@@ -127,7 +127,7 @@ def test_the_contract_imports_no_torch_and_no_tool_package():
 # ------------------------------------------------------------------ the table of targets
 
 def test_targets_table_matches_the_exporters():
-    from hydravit_edge.export.base import exporter_names, get_exporter
+    from hydravit_edge.export import exporter_names, get_exporter
 
     names = [t.name for t in TARGETS]
     assert [n for n in exporter_names() if n in names] == names  # tests may register more (fake targets)

@@ -4,9 +4,12 @@ model, unknown target, unwritable or existing output) leaving nothing half-writt
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import os
 import shutil
+import textwrap
 import time
 from pathlib import Path
 
@@ -19,10 +22,10 @@ from hydravit_edge.cli import main
 from hydravit_edge.contract.manifest import Manifest
 from hydravit_edge.contract.schemas import schema_path
 from hydravit_edge.errors import HydraEdgeError, MissingDependencyError, UsageError
-from hydravit_edge.export import api, base
+from hydravit_edge.export import (ArtifactRecord, Exporter, ExportError, Status, TensorSpec, ValidationError, api,
+                                  compare, register_exporter, registry)
 from hydravit_edge.export.api import OutputExistsError, export_model, find_checkpoint, validate_dir
-from hydravit_edge.export.base import (ArtifactRecord, Exporter, Status, TensorSpec, ValidationError, compare,
-                                       path_sha256, register_exporter)
+from hydravit_edge.export.hashing import path_sha256
 
 #: weights dominate the file (~200k parameters) while export stays fast (depth 1, 4 patches)
 #: the module's exports are shared fixtures: keep its tests on one xdist worker (``--dist loadgroup``)
@@ -96,7 +99,7 @@ def test_onnx_single_stores_weights_once(onnx_exports):
 
 
 def test_onnx_single_for_a_head_subset_stores_only_those_heads(model, onnx_exports, tmp_path):
-    from hydravit_edge.export.base import get_exporter
+    from hydravit_edge.export import get_exporter
 
     get_exporter("onnx").export(model, (2,), tmp_path, "single")
     per_k2 = onnx_exports["per-k"].out_dir / "onnx/k2.onnx"
@@ -209,7 +212,7 @@ class _Fake(Exporter):
             f = self.single_filename if mode == "single" else self.per_k_filename(k)
             (Path(out_dir) / f).write_bytes(b"w" * 64)
             if self.fail_after_write:
-                raise base.ExportError("fake exporter failed half-way")
+                raise ExportError("fake exporter failed half-way")
             recs.append(ArtifactRecord(k, f, None, "graph", mode, [TensorSpec("image", [1, 3, 16, 16])],
                                        [TensorSpec("logits", [1, 5])]))
         return recs
@@ -224,7 +227,7 @@ def fake():
     register_exporter(_Fake)
     _Fake.wrong = _Fake.fail_after_write = False
     yield _Fake
-    base._REGISTRY.pop(_Fake.name, None)
+    registry._REGISTRY.pop(_Fake.name, None)
 
 
 @pytest.fixture()
@@ -315,7 +318,7 @@ def test_newest_run_and_best_checkpoint_are_used(fake, model, tmp_path, capsys, 
 
 
 def test_target_all_skips_missing_dependencies(monkeypatch):
-    from hydravit_edge.export.base import get_exporter
+    from hydravit_edge.export import get_exporter
 
     cls = type(get_exporter("onnx"))
     monkeypatch.setattr(cls, "missing", lambda self, purpose="export": "ONNX export needs onnx; install it with: pip x")
@@ -325,3 +328,64 @@ def test_target_all_skips_missing_dependencies(monkeypatch):
         api.resolve_targets("onnx", "single")
     with pytest.raises(UsageError):
         api.resolve_targets("all,onnx", "single")
+
+
+# --------------------------------------------------------------------------- thin exporters
+
+def test_exporters_read_the_targets_table_and_declare_one_io_spec():
+    from hydravit_edge.export import IOSpec, get_exporter
+    from hydravit_edge.targets import TARGETS, runtime_for_target
+
+    for t in TARGETS:
+        cls = type(get_exporter(t.name))
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+        declared = {n.id for s in body if isinstance(s, (ast.Assign, ast.AnnAssign))
+                    for n in (s.targets if isinstance(s, ast.Assign) else [s.target]) if isinstance(n, ast.Name)}
+        assert not {"title", "suffix", "extra", "modes", "runtime", "runtime_requires"} & declared, t.name
+        assert cls.runtime == t.runtime and cls.runtime_requires == runtime_for_target(t.name).modules
+        assert isinstance(cls.io, IOSpec)
+        ex = cls()
+        for mode in ("single", "per-k"):  # every record is built from the spec
+            rec = ex.record(CFG, 2, mode, entry=ex.entry_name(2) if mode == "single" else None)
+            assert rec.inputs == ex.io.inputs(CFG, mode) and rec.outputs == ex.io.outputs(CFG)
+            assert [i.name for i in rec.inputs][0] == "image" and [o.name for o in rec.outputs] == ["logits"]
+    assert [i.name for i in get_exporter("onnx").io.inputs(CFG, "single")] == ["image", "heads"]
+    assert get_exporter("onnx").io.inputs(CFG, "per-k")[0].shape == ["batch", 3, 16, 16]
+
+
+def test_converting_names_target_k_and_the_converters_first_line():
+    from hydravit_edge.export import converting
+
+    with pytest.raises(ExportError, match=r"^tflite k=3\.\.5: litert-torch convert failed: RuntimeError: boom$") as e:
+        with converting("tflite", "litert-torch convert", [3, 4, 5]):
+            raise RuntimeError("boom\nthe rest of a long converter trace")
+    assert isinstance(e.value.__cause__, RuntimeError)
+    with pytest.raises(MissingDependencyError, match="^pip x$"):  # errors meant for the user pass unchanged
+        with converting("onnx", "torch.onnx.export", 2):
+            raise MissingDependencyError("pip x")
+
+
+def test_a_converter_failure_is_the_one_export_error(model, tmp_path, monkeypatch):
+    import torch
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator aten::foo\n(long trace)")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    for mode in ("per-k", "single"):
+        with pytest.raises(ExportError, match=r"^onnx k=2: torch.onnx.export failed: RuntimeError: unsupported "
+                                              r"operator aten::foo$"):
+            export_model(model, heads=KS, targets="onnx", mode=mode, out=tmp_path / mode, jobs=1)
+    assert _entries(tmp_path) == set()
+
+
+def test_the_model_is_narrowed_once(model, tmp_path, monkeypatch):
+    from hydravit_edge.model import HydraViT
+
+    calls = []
+    real = HydraViT.narrow
+    monkeypatch.setattr(HydraViT, "narrow", lambda self, kmax: calls.append(kmax) or real(self, kmax))
+    for mode in ("single", "per-k"):
+        calls.clear()
+        export_model(model, heads=(2, 3), targets="onnx", mode=mode, out=tmp_path / mode, jobs=1, validate=False)
+        assert calls == [3], mode  # by export_model, for the pool; no exporter narrows again

@@ -16,7 +16,7 @@ import torch
 from helpers import tiny_model
 from hydravit_edge import HydraConfig
 from hydravit_edge.export.api import export_model, validate_dir
-from hydravit_edge.export.base import ArtifactRecord, Reference, Status, get_exporter
+from hydravit_edge.export import ArtifactRecord, Reference, Status, get_exporter
 
 #: 3 heads of 8 dims, depth 1, 16px / patch 8 (5 tokens), 5 classes.
 MICRO = HydraConfig(img_size=16, patch_size=8, depth=1, num_heads=3, head_dim=8, num_classes=5)
@@ -152,7 +152,7 @@ def test_coreml_is_a_core_dependency(monkeypatch):
 def test_coreml_default_config_single_package_size(tmp_path):
     """Default 12-head config: the package with k=3..12 is <= 1.10x the k=12 package (~6 min)."""
     from hydravit_edge import HydraViT, preset
-    from hydravit_edge.export.base import path_size
+    from hydravit_edge.export.hashing import path_size
 
     model = HydraViT(preset("base")).eval()
     ex = get_exporter("coreml")

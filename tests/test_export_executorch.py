@@ -12,7 +12,8 @@ from helpers import tiny_model
 from hydravit_edge import HydraConfig
 from hydravit_edge.contract.manifest import Manifest
 from hydravit_edge.export.api import export_model, validate_dir
-from hydravit_edge.export.base import Status, get_exporter, path_sha256
+from hydravit_edge.export import Status, get_exporter
+from hydravit_edge.export.hashing import path_sha256
 
 pytest.importorskip("executorch")
 

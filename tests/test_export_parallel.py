@@ -18,7 +18,8 @@ from hydravit_edge.cli import main
 from hydravit_edge.errors import UsageError
 from hydravit_edge.export import parallel
 from hydravit_edge.export.api import export_model
-from hydravit_edge.export.base import ExportError, get_exporter, path_sha256
+from hydravit_edge.export import ExportError, get_exporter
+from hydravit_edge.export.hashing import path_sha256
 from hydravit_edge.export.parallel import ExportPool, auto_jobs, per_k_task
 
 CFG = HydraConfig(img_size=16, patch_size=8, depth=1, num_heads=4, head_dim=32, num_classes=5)

@@ -33,7 +33,7 @@ def test_single_artifact_of_the_base_model_stores_weights_once(base_model, targe
 
 
 def test_export_bench_runs_end_to_end(tmp_path):
-    from hydravit_edge.export.bench_sizes import run_bench
+    from hydravit_edge.bench.export_bench import run_bench
 
     res = run_bench(config_name="tiny", heads="3,12", targets="onnx", runs=2, rounds=1, threads=1,
                     json_path=tmp_path / "bench.json", plot_path=tmp_path / "bench.png")

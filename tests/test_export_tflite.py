@@ -17,7 +17,7 @@ import pytest
 
 from helpers import tiny_model
 from hydravit_edge import HydraConfig, MissingDependencyError
-from hydravit_edge.export.base import ArtifactRecord, Reference, Status, get_exporter
+from hydravit_edge.export import ArtifactRecord, Reference, Status, get_exporter
 
 pytest.importorskip("litert_torch", reason="TFLite conversion needs the tflite extra")
 pytest.importorskip("ai_edge_litert", reason="TFLite runtime needs the tflite extra")
@@ -125,7 +125,7 @@ def test_tflite_missing_dependency_names_the_extra(monkeypatch, tmp_path):
 
 def test_hydravit_edge_imports_without_tflite_stack():
     code = ("import sys, hydravit_edge, hydravit_edge.export.tflite, hydravit_edge.export.coreml;"
-            "from hydravit_edge.export.base import get_exporter; get_exporter('tflite');"
+            "from hydravit_edge.export import get_exporter; get_exporter('tflite');"
             "heavy = [m for m in ('litert_torch', 'ai_edge_litert', 'jax', 'transformers', 'coremltools') if m in sys.modules];"
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,6 +1,6 @@
 """Export benchmark: sizes, export times and latencies of single vs per-k artifacts.
 
-``hydravit-edge export-bench`` (or ``python -m hydravit_edge.export.bench_sizes``) exports a
+``hydravit-edge export-bench`` (or ``python -m hydravit_edge.bench.export_bench``) exports a
 HydraViT with random weights (default: the 12-head base config, k=3..12) in both modes for
 ONNX and ExecuTorch and reports
 
@@ -8,9 +8,9 @@ ONNX and ExecuTorch and reports
   per-k files;
 * export time per target and mode;
 * latency at batch 1 on CPU, each measurement in a fresh process of the runtime
-  (:mod:`hydravit_edge.export.latency`, through :mod:`hydravit_edge.engines`), single vs per-k at every k, interleaved over
-  ``rounds`` (the order alternates each round) so that a shared machine's drift hits both;
-  the ratio per k is the median over rounds of the per-round ratio;
+  (:mod:`hydravit_edge.bench.export_latency`, through :mod:`hydravit_edge.engines`), single vs
+  per-k at every k, interleaved over ``rounds`` (the order alternates each round) so that a
+  shared machine's drift hits both; the ratio per k is the median over rounds of the per-round ratio;
 * for ONNX: the per-k k=3/6/12 graphs vs timm's DeiT-tiny/small/base exported the same way
   (only for the 12 x 64 base config), and the runtime-slice design the single graph avoids
   (weights sliced on every run instead of folded at session creation);
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,92 +28,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydravit_edge.console import console, human_bytes
+from hydravit_edge.export.hashing import path_size
+from hydravit_edge.export.parallel import ExportPool, auto_jobs
+from hydravit_edge.export.records import ArtifactRecord
+from hydravit_edge.export.registry import get_exporter
 
-from .base import ArtifactRecord, get_exporter, path_size
-from .parallel import ExportPool, auto_jobs
+from .export_latency import Server, alternate, measure, median_of, median_ratio, summary
 
 DEIT = {3: "deit_tiny_patch16_224", 6: "deit_small_patch16_224", 12: "deit_base_patch16_224"}
-#: one artifact's latency in a process of its own: python -m hydravit_edge.export.latency JOB
-LATENCY_WORKER = [sys.executable, "-m", "hydravit_edge.export.latency"]
-
-
-def _measure(target: str, path: Path, records: list[dict], runs: int, threads: int, img: list[int],
-             timeout: float = 1800) -> dict:
-    job = {"target": target, "path": str(path), "records": records, "runs": runs, "warmup": 2, "threads": threads,
-           "img": img}
-    proc = subprocess.run(LATENCY_WORKER + [json.dumps(job)], capture_output=True, text=True, timeout=timeout)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = " | ".join((proc.stderr or "").strip().splitlines()[-3:])
-        raise RuntimeError(f"latency worker failed on {path} ({proc.returncode}): {tail}")
-    return json.loads(lines[-1])
-
-
-class _Server:
-    """A latency worker in serve mode: one loaded artifact answering ``run <k>``."""
-
-    def __init__(self, target: str, path: Path, records: list[dict], threads: int, img: list[int]) -> None:
-        job = {"target": target, "path": str(path), "records": records, "warmup": 2, "threads": threads, "img": img,
-               "serve": True, "runs": 0}
-        self.proc = subprocess.Popen(LATENCY_WORKER + [json.dumps(job)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                err = " | ".join(self.proc.stderr.read().strip().splitlines()[-3:])
-                raise RuntimeError(f"latency worker for {path} exited: {err}")
-            if line.startswith("{"):
-                self.info = json.loads(line)
-                break
-
-    def run(self, k: int) -> float:
-        self.proc.stdin.write(f"run {k}\n")
-        self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-
-
-def _entry(rec: ArtifactRecord) -> dict:
-    return rec.to_dict()
-
-
-def _alternate(a: "_Server", b: "_Server", k: int, runs: int) -> list[tuple[float, float]]:
-    """``runs`` adjacent pairs of single runs, order alternating A B, B A, ..."""
-    out = []
-    for i in range(runs):
-        if i % 2:
-            y = b.run(k)
-            x = a.run(k)
-        else:
-            x = a.run(k)
-            y = b.run(k)
-        out.append((x, y))
-    return out
-
-
-def _med(pairs, i: int) -> float:
-    return statistics.median(p[i] for p in pairs)
-
-
-def _med_ratio(pairs) -> float:
-    return statistics.median(p[0] / p[1] for p in pairs)
-
-
-def _summary(pairs, names: tuple[str, str]) -> dict[str, float]:
-    """Medians of both sides, the median of the per-pair ratios (the headline figure) and the
-    ratio of the minima (the least disturbed runs)."""
-    a, b = names
-    return {f"{a}_ms": _med(pairs, 0), f"{b}_ms": _med(pairs, 1), "ratio": _med_ratio(pairs),
-            f"{a}_min_ms": min(p[0] for p in pairs), f"{b}_min_ms": min(p[1] for p in pairs),
-            "ratio_min": min(p[0] for p in pairs) / min(p[1] for p in pairs), "pairs": len(pairs)}
 
 
 def runtime_slice_variant(single: Path, dest: Path) -> Path:
@@ -161,7 +81,6 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
               seed: int = 0, latency_heads: Optional[str] = None, reuse: bool = False,
               jobs: Optional[int] = None) -> dict[str, Any]:
     import torch
-    from rich.table import Table
 
     from hydravit_edge.config import preset
     from hydravit_edge.heads import format_heads, parse_heads
@@ -179,6 +98,7 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
         get_exporter(n).require("export")
     torch.manual_seed(seed)
     model = HydraViT(cfg).eval()
+    narrowed = model.narrow(max(ks))  # what every export and its pool's workers hold
     tmp_root = Path(work) if work else Path(tempfile.mkdtemp(prefix="hydravit-export-bench-"))
     tmp_root.mkdir(parents=True, exist_ok=True)
     img = [1, cfg.in_chans, cfg.img_size, cfg.img_size]
@@ -205,8 +125,8 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
                     d.mkdir(parents=True)
                     console.print(f"[bold]{name}[/] exporting {mode} for k={format_heads(ks)} ...")
                     t0 = time.perf_counter()  # includes starting the workers
-                    with ExportPool(model.narrow(max(ks)), n_jobs) as pool:
-                        recs = ex.export(model, ks, d, mode, pool=pool)
+                    with ExportPool(narrowed, n_jobs) as pool:
+                        recs = ex.export(narrowed, ks, d, mode, pool=pool)
                     tres["export_s"][mode] = time.perf_counter() - t0
                     saved.write_text(json.dumps({"heads": list(ks), "export_s": tres["export_s"][mode],
                                                  "records": [r.to_dict() for r in recs]}))
@@ -219,34 +139,34 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
             tres["sizes"] = {"single": single, "per_k": per_k, "per_k_sum": sum(per_k.values()),
                              "single_over_kmax": single / per_k[kmax], "sum_over_kmax": sum(per_k.values()) / per_k[kmax]}
             # ---- latency: the single artifact stays loaded; per k a per-k process alternates runs with it
-            single_entries = [_entry(dirs["single"][1][k]) for k in lat_ks]
+            single_entries = [dirs["single"][1][k].to_dict() for k in lat_ks]
             single_path = dirs["single"][0] / ex.single_filename
             samples: dict[int, list[tuple[float, float]]] = {k: [] for k in lat_ks}
             mem: dict[str, float] = {}
-            srv_single = _Server(kind, single_path, single_entries, threads, img)
+            srv_single = Server(kind, single_path, single_entries, threads, img)
             try:
                 mem["single"] = srv_single.info["rss_ready_mb"] - srv_single.info["rss_start_mb"]
                 for rnd in range(rounds):
                     for k in lat_ks:
                         rec_p = dirs["per-k"][1][k]
-                        srv_k = _Server(kind, dirs["per-k"][0] / rec_p.file, [_entry(rec_p)], threads, img)
+                        srv_k = Server(kind, dirs["per-k"][0] / rec_p.file, [rec_p.to_dict()], threads, img)
                         try:
                             if k == max(lat_ks):
                                 mem["per_k_max"] = srv_k.info["rss_ready_mb"] - srv_k.info["rss_start_mb"]
-                            got = _alternate(srv_single, srv_k, k, runs)
+                            got = alternate(srv_single, srv_k, k, runs)
                         finally:
                             srv_k.close()
                         samples[k].extend(got)
-                        console.print(f"  {name} pass {rnd + 1}/{rounds} k={k}: single {_med(got, 0):.1f} ms, "
-                                      f"per-k {_med(got, 1):.1f} ms, ratio {_med_ratio(got):.3f}")
+                        console.print(f"  {name} pass {rnd + 1}/{rounds} k={k}: single {median_of(got, 0):.1f} ms, "
+                                      f"per-k {median_of(got, 1):.1f} ms, ratio {median_ratio(got):.3f}")
             finally:
                 srv_single.close()
-            tres["latency"] = {k: _summary(v, ("single", "per_k")) for k, v in samples.items()}
+            tres["latency"] = {k: summary(v, ("single", "per_k")) for k, v in samples.items()}
             tres["session_mb"] = mem
             # ---- switching k inside one loaded artifact (no reload)
             rec = [dirs["single"][1][k] for k in lat_ks]
-            sw = _measure(kind, dirs["single"][0] / ex.single_filename,
-                          [_entry(r) for r in rec],
+            sw = measure(kind, dirs["single"][0] / ex.single_filename,
+                          [r.to_dict() for r in rec],
                           max(3, runs // 2), threads, img)
             tres["switch"] = {"load_s": sw["load_s"], "session_mb": sw["rss_loaded_mb"] - sw["rss_start_mb"],
                               "peak_rss_mb": sw["peak_rss_mb"],
@@ -269,7 +189,7 @@ def run_bench(config_name: str = "base", heads: str = "3..12", targets: str = "o
 
 
 def _onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp_root, reuse=False) -> dict[str, Any]:
-    from .onnx import _save, export_onnx_proto
+    from hydravit_edge.export.onnx import export_onnx_proto, save_proto
 
     out: dict[str, Any] = {}
     single_dir, single_recs = dirs["single"]
@@ -277,18 +197,18 @@ def _onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp
     rs = runtime_slice_variant(single_dir / "hydravit.onnx", tmp_root / "onnx" / "runtime_slice.onnx")
     ks = sorted({min(lat_ks), max(lat_ks)})
     entries = [{"k": k} for k in ks]  # both graphs take the heads input
-    a = _Server("onnx", rs, entries, threads, img)
+    a = Server("onnx", rs, entries, threads, img)
     try:
-        b = _Server("onnx", single_dir / "hydravit.onnx", entries, threads, img)
+        b = Server("onnx", single_dir / "hydravit.onnx", entries, threads, img)
         try:
             rs_mem = {"runtime_slice_mb": a.info["rss_ready_mb"] - a.info["rss_start_mb"],
                       "single_mb": b.info["rss_ready_mb"] - b.info["rss_start_mb"]}
-            got = {k: _alternate(a, b, k, runs * max(1, rounds - 1)) for k in ks}
+            got = {k: alternate(a, b, k, runs * max(1, rounds - 1)) for k in ks}
         finally:
             b.close()
     finally:
         a.close()
-    out["runtime_slice"] = {k: _summary(v, ("runtime_slice", "single")) for k, v in got.items()}
+    out["runtime_slice"] = {k: summary(v, ("runtime_slice", "single")) for k, v in got.items()}
     out["runtime_slice_memory_mb"] = rs_mem
     for k, v in out["runtime_slice"].items():
         console.print(f"  onnx runtime-slice k={k}: {v['runtime_slice_ms']:.1f} ms vs folded {v['single_ms']:.1f} ms")
@@ -309,23 +229,23 @@ def _onnx_extras(model, cfg, dirs, lat_ks, runs, rounds, threads, img, deit, tmp
             t0 = time.perf_counter()
             proto = export_onnx_proto(deit_model, cfg)
             times[k] = time.perf_counter() - t0
-            _save(proto, files[k])
+            save_proto(proto, files[k])
         samples: dict[int, list] = {k: [] for k in ks}
         for rnd in range(rounds):
             for k in ks:
                 e = [{"k": k}]
-                a = _Server("onnx", per_k_dir / per_k_recs[k].file, e, threads, img)
+                a = Server("onnx", per_k_dir / per_k_recs[k].file, e, threads, img)
                 try:
-                    b = _Server("onnx", files[k], e, threads, img)
+                    b = Server("onnx", files[k], e, threads, img)
                     try:
-                        got = _alternate(a, b, k, runs)
+                        got = alternate(a, b, k, runs)
                     finally:
                         b.close()
                 finally:
                     a.close()
                 samples[k].extend(got)
-                console.print(f"  onnx per-k vs DeiT pass {rnd + 1} k={k}: {_med(got, 0):.1f} ms vs {_med(got, 1):.1f} ms")
-        out["deit"] = {k: dict(_summary(v, ("per_k", "deit")), model=DEIT[k], deit_bytes=path_size(files[k]),
+                console.print(f"  onnx per-k vs DeiT pass {rnd + 1} k={k}: {median_of(got, 0):.1f} ms vs {median_of(got, 1):.1f} ms")
+        out["deit"] = {k: dict(summary(v, ("per_k", "deit")), model=DEIT[k], deit_bytes=path_size(files[k]),
                                deit_export_s=times[k]) for k, v in samples.items()}
     return out
 
