@@ -217,7 +217,7 @@ def export_model(
     with staging(out_dir, force) as tmp, ProgressBars(show_progress) as progress:
         reference = _reference(model, ks, batch, seed)
         reference.save(tmp / Reference.FILE)
-        manifest = new_manifest(cfg, ks, mode, source, skipped, batch, seed)
+        manifest = new_manifest(cfg, ks, mode, source, skipped, batch, seed, slicing=narrowed.slicing.to_dict())
         results: list[ValidationResult] = []
         for ex in exporters:
             tdir = tmp / ex.name

@@ -42,8 +42,10 @@ def _output_spec(cfg) -> dict[str, Any]:
             "postprocessing": "class scores before softmax; softmax(logits) gives probabilities, argmax the class"}
 
 
-def new_manifest(cfg, ks: Sequence[int], mode: str, source: dict, skipped: dict, batch: int, seed: int) -> dict[str, Any]:
-    """The manifest of an export before its targets are added."""
+def new_manifest(cfg, ks: Sequence[int], mode: str, source: dict, skipped: dict, batch: int, seed: int,
+                 slicing: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The manifest of an export before its targets are added (``slicing``: the exported model's
+    slicing table, ``model.narrow(max(ks)).slicing.to_dict()``)."""
     from hydravit_edge import __version__
 
     return {
@@ -67,6 +69,7 @@ def new_manifest(cfg, ks: Sequence[int], mode: str, source: dict, skipped: dict,
         "targets": {},
         "skipped_targets": dict(skipped),
         "validation": {"status": "not run", "checked": None},
+        "slicing": slicing,
     }
 
 

@@ -33,7 +33,6 @@ def predict_cmd(
 ) -> None:
     """Classify images: the model's evaluation transform, then the runtime; unreadable files are skipped."""
     from rich.progress import Progress
-    from rich.table import Table
 
     from .predict import predict_files
     from .runtime import Runtime

@@ -389,3 +389,26 @@ def test_the_model_is_narrowed_once(model, tmp_path, monkeypatch):
         calls.clear()
         export_model(model, heads=(2, 3), targets="onnx", mode=mode, out=tmp_path / mode, jobs=1, validate=False)
         assert calls == [3], mode  # by export_model, for the pool; no exporter narrows again
+
+
+def test_the_manifest_carries_the_slicing_table_a_torch_free_runtime_cuts_k_with(fake, model, tmp_path):
+    """issue 12 point 1: the manifest's table and the exported model's full weights give subnet(k)."""
+    import torch
+
+    from hydravit_edge.slicing import SliceTable, cut
+
+    out = tmp_path / "out"
+    export_model(model, heads=(1, 3), targets="fake-test", mode="single", out=out)
+    man = Manifest.load(out)
+    assert isinstance(man.slicing, SliceTable)
+    assert man.slicing.num_heads == 3  # the model narrowed to max(heads), which the single artifact stores
+    raw = json.loads((out / "manifest.json").read_text())["slicing"]
+    full = {n: t.detach().numpy() for n, t in model.narrow(3).state_dict().items()}
+    for k in (1, 3):
+        mine = cut(raw, full, k)  # the JSON form, numpy only
+        want = model.subnet(k).state_dict()
+        assert list(mine) == list(want)
+        for key, t in want.items():
+            np.testing.assert_array_equal(mine[key], t.numpy(), err_msg=f"k={k} {key}")
+    with torch.no_grad():
+        assert model.narrow(3).slicing.to_dict() == raw

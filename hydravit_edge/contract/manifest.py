@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Sequence, Union
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from hydravit_edge.errors import HydraEdgeError, not_found
+from hydravit_edge.slicing import SliceTable
 
 from ._base import Document, OpenModel, read_json
 
@@ -282,8 +283,8 @@ class Manifest(Document):
     skipped_targets: dict[str, str]
     """Targets that `--target all` did not export, with the reason (e.g. a missing optional dependency and the pip extra to install)."""
     validation: Validation
-    slicing: Optional[dict[str, Any]] = None
-    """How subnetwork k is cut from every parameter of the full model (hydravit_edge.slicing), so that a runtime without PyTorch can cut any k from the full weights."""
+    slicing: Optional[SliceTable] = None
+    """How subnetwork k is cut from every parameter of the exported model (the model narrowed to max(heads); hydravit_edge.slicing, schema hydravit_edge/schemas/slicing.schema.json), so that a runtime without PyTorch can cut any k from the full weights."""
 
     _dir: Path = PrivateAttr(default=Path("."))
 
