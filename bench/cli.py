@@ -81,18 +81,18 @@ def _parse_heads(spec: Optional[str]):
 
 def bench_run(
     export_dir: Optional[Path] = typer.Argument(None, help="Export directory (manifest.json). Default: the newest under exports/."),
-    backend: Optional[List[str]] = typer.Option(None, "--backend", "-b", help="onnxruntime | executorch | tflite | torch (repeatable). Default: every runtime whose artifacts the export holds."),
+    backend: Optional[List[str]] = typer.Option(None, "--backend", help="onnxruntime | executorch | tflite | torch (repeatable). Default: every runtime whose artifacts the export holds."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda: eager PyTorch with the paper's reference protocol (CUDA events, batch 512)."),
     device_name: Optional[str] = typer.Option(None, "--device-name", help="Name of this device in reports and the LUT (default: host name)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own default)."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Throughput batch size (default 8; 512 on CUDA as in the paper)."),
+    batch: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Throughput batch size (default 8; 512 on CUDA as in the paper)."),
     runs: int = typer.Option(30, "--runs", help="Timed batch-1 runs per k (after warm-up)."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up runs per k."),
     rounds: int = typer.Option(1, "--rounds", help="Sweeps over every k, each in a fresh process, interleaved; statistics pool all rounds' samples (steadier medians on a shared machine)."),
     heads: Optional[str] = typer.Option(None, "--heads", help="Only these k: '3..12', '3,12' (default: all in the export)."),
     reports_dir: Path = typer.Option(DEFAULT_REPORTS, "--reports-dir", help="Where reports/<device>.json is written."),
     exports_root: Path = typer.Option(DEFAULT_EXPORTS, "--exports-root", help="Where to look for the newest export."),
-    config_name: Optional[str] = typer.Option(None, "--config", help="--backend torch without an export: named config (base or tiny)."),
+    config_name: Optional[str] = typer.Option(None, "--model", help="--backend torch without an export: model preset (base or tiny)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="--backend torch: weights (default: random; latency does not depend on them)."),
     accuracy: Optional[bool] = typer.Option(None, "--accuracy/--no-accuracy", help="Measure top-1 on the held-out split of the dataset the model was trained on (default: when that data is here; never on another dataset)."),
 ) -> None:
@@ -254,7 +254,7 @@ def demo_cmd(
 
 
 def export_bench_cmd(
-    config_name: str = typer.Option("base", "--config", help="Named config (random weights): base or tiny."),
+    config_name: str = typer.Option("base", "--model", help="Model preset (random weights): base or tiny."),
     heads: str = typer.Option("3..12", "--heads", help="Head counts."),
     latency_heads: Optional[str] = typer.Option(None, "--latency-heads", help="Subset of --heads to time (default: all)."),
     target: str = typer.Option("onnx,executorch", "--target", "-t", help="Targets to measure (onnx, executorch)."),

@@ -88,7 +88,7 @@ def register(app) -> None:
 
     @lut_app.command("pick")
     def pick_cmd(
-        device: Optional[str] = typer.Option(None, "--device", "-d", help="Device name in the LUT (default: its first device)."),
+        device: Optional[str] = typer.Option(None, "--device-name", help="Device name in the LUT (default: its first device)."),
         battery: Optional[str] = typer.Option(None, "--battery", help="Battery percent 0..100 or 'unknown' (default: unknown, or this machine's with --from-system)."),
         charging: Optional[bool] = typer.Option(None, "--charging/--discharging", help="Charging state (default: not charging)."),
         low_power: Optional[bool] = typer.Option(None, "--low-power/--no-low-power", help="Low-power / power-save mode."),

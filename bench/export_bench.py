@@ -332,7 +332,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="base")
+    p.add_argument("--model", dest="config", default="base", help="model preset: base or tiny")
     p.add_argument("--heads", default="3..12")
     p.add_argument("--latency-heads", default=None, help="subset of --heads to time (default: all)")
     p.add_argument("--target", default="onnx,executorch")

@@ -83,7 +83,7 @@ class BenchSettings:
         if self.warmup < 0:
             raise UsageError(f"--warmup must be >= 0, got {self.warmup}")
         if self.batch < 1:
-            raise UsageError(f"--batch must be >= 1, got {self.batch}")
+            raise UsageError(f"--batch-size must be >= 1, got {self.batch}")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
         if self.rounds < 1:
@@ -153,7 +153,7 @@ def plan_jobs(manifest: Optional[Manifest], backend_list: Sequence[Engine], *,
         if b.target is None:  # eager PyTorch: one job per k from the model config
             cfg = config if config is not None else (manifest.config if manifest is not None else None)
             if cfg is None:
-                raise UsageError("--backend torch needs an export directory (for the model config) or --config")
+                raise UsageError("--backend torch needs an export directory (for the model config) or --model")
             avail = manifest.heads if manifest is not None else list(cfg.get("heads") or range(1, cfg["num_heads"] + 1))
             name = "hydravit (eager PyTorch" + (f", {checkpoint.name})" if checkpoint else ", random weights)")
             for k in _select_heads(avail, heads):

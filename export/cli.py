@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         checkpoint: Optional[Path] = typer.Option(
             None, "--checkpoint", "-c",
-            help="Checkpoint to export (default: the newest run under runs/, best.safetensors else last.safetensors)."),
+            help="Checkpoint file, or a training run directory (its best.safetensors, else last.safetensors) "
+                 "(default: the newest run under runs/)."),
         heads: Optional[str] = typer.Option(None, "--heads", help="Head counts: '3..12', '3,6,12' or '6' (default: all)."),
         target: str = typer.Option("all", "--target", "-t",
                                    help="onnx, executorch, coreml, tflite, a comma list, or all (every target whose "
@@ -48,13 +49,14 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
         runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where to look for runs without --checkpoint."),
         no_validate: bool = typer.Option(False, "--no-validate", help="Skip validation (the manifest says 'not run')."),
-        batch: int = typer.Option(8, "--batch", help="Validation batch size (fixed random inputs)."),
+        batch: int = typer.Option(8, "--batch-size", "-b", help="Validation batch size (fixed random inputs)."),
         jobs: Optional[int] = typer.Option(
             None, "--jobs", "-j",
             help="Worker processes for the per-k export work (default: one per core as memory allows; for "
                  "targets other than ExecuTorch only for models of 20M+ parameters)."),
     ) -> None:
         """Export HydraViT for on-device runtimes, validate every artifact against PyTorch, write manifest.json."""
+        from hydravit_edge.checkpoints import resolve_checkpoint
         from hydravit_edge.errors import UsageError
 
         from .api import export_model, find_checkpoint
@@ -64,7 +66,9 @@ def register(app: typer.Typer) -> None:
             checkpoint = find_checkpoint(runs_dir)
             err_console.print(f"using checkpoint [bold]{checkpoint}[/] (newest run under {runs_dir}/)")
         elif not checkpoint.exists():
-            raise UsageError(f"{checkpoint}: no such checkpoint file")
+            raise UsageError(f"{checkpoint}: no such checkpoint file or run directory")
+        else:
+            checkpoint = resolve_checkpoint(checkpoint)  # a run directory: its best (else last) checkpoint
         try:
             report = export_model(checkpoint=checkpoint, heads=heads, targets=target, mode=mode, out=out, force=force,
                                   validate=not no_validate, batch=batch, show_progress=True, jobs=jobs)

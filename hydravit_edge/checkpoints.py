@@ -28,11 +28,13 @@ from typing import Any, Mapping
 import torch
 
 from .config import HydraConfig
-from .errors import CheckpointError, not_found
+from .errors import CheckpointError, UsageError, not_found
 from .fileio import atomic_write
 from .model import HydraViT
 
 FORMAT_NAME = "hydravit-edge"
+#: The checkpoints of a training run directory, in the order a run directory stands for them.
+RUN_CHECKPOINTS = ("best.safetensors", "last.safetensors")
 FORMAT_VERSION = "1"
 EMA_PREFIX = "ema."
 
@@ -77,6 +79,22 @@ class Architecture:
 
 
 # --------------------------------------------------------------------------- reading
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: a training run directory stands for its
+    ``best.safetensors``, else its ``last.safetensors``; any other path is returned as given.
+
+    A directory holding neither is a :class:`UsageError` (what ``eval RUN_DIR``,
+    ``export --checkpoint RUN_DIR`` and ``info --checkpoint RUN_DIR`` report).
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_CHECKPOINTS:
+            if (path / name).is_file():
+                return path / name
+        raise UsageError(f"{path}: a directory without {' or '.join(RUN_CHECKPOINTS)}")
+    return path
+
 
 def _sniff(path: Path) -> str:
     try:

@@ -62,11 +62,13 @@ COMMAND_MODULES: List[str] = [
 
 
 def resolve_model_config(checkpoint: Optional[Path], config_name: str):
-    """(config, model or None, source text) from ``--checkpoint`` or a named preset."""
-    from .checkpoints import load_checkpoint
+    """(config, model or None, source text) from ``--checkpoint`` (a file or a run directory) or a
+    named preset (``--model``)."""
+    from .checkpoints import load_checkpoint, resolve_checkpoint
     from .config import preset
 
     if checkpoint is not None:
+        checkpoint = resolve_checkpoint(checkpoint)
         model = load_checkpoint(checkpoint)
         return model.config, model, str(checkpoint)
     return preset(config_name), None, f"config '{config_name}' (random weights)"
@@ -80,8 +82,8 @@ def heads_option(spec: Optional[str], available) -> tuple[int, ...]:
 
 @app.command()
 def info(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint to describe (any supported format)."),
-    config_name: str = typer.Option("base", "--config", help="Named config when no checkpoint is given: base or tiny."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint to describe (any supported format), or a training run directory (its best.safetensors, else last.safetensors)."),
+    config_name: str = typer.Option("base", "--model", help="Model preset when no checkpoint is given: base or tiny."),
     heads: Optional[str] = typer.Option(None, "--heads", help="Head counts: '3..12', '3,6,12' or '6' (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -114,9 +116,9 @@ def profile_table(rows, title: str = "per-k profile") -> Table:
 
 @app.command()
 def speed(
-    config_name: str = typer.Option("base", "--config", help="Named config: base or tiny."),
+    config_name: str = typer.Option("base", "--model", help="Model preset: base or tiny."),
     heads: Optional[str] = typer.Option("1,3,6,9,12", "--heads", help="Head counts to measure."),
-    batch: int = typer.Option(8, "--batch", help="Batch size."),
+    batch: int = typer.Option(8, "--batch-size", "-b", help="Images per batch."),
     runs: int = typer.Option(5, "--runs", help="Timed runs per measurement (median reported)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -131,7 +133,7 @@ def speed(
     config = preset(config_name)
     ks = heads_option(heads, config.heads)
     if batch < 1 or runs < 1:
-        raise UsageError("--batch and --runs must be >= 1")
+        raise UsageError("--batch-size and --runs must be >= 1")
     rows = compare(config_name, ks, batch=batch, runs=runs, threads=threads, progress=not as_json)
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -153,7 +153,7 @@ class HydraConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: Named configurations (``--config NAME`` on the CLI).
+#: Named configurations (``--model NAME`` on the CLI).
 PRESETS: dict[str, HydraConfig] = {
     # HydraViT / DeiT-B/16: k=3,6,12 are DeiT-tiny/small/base.
     "base": HydraConfig(),
@@ -169,4 +169,4 @@ def preset(name: str) -> HydraConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise UsageError(f"unknown config '{name}'; choose one of {sorted(PRESETS)}") from None
+        raise UsageError(f"unknown model preset '{name}'; choose one of {sorted(PRESETS)}") from None

@@ -65,7 +65,7 @@ def tiny_exports(tmp_path_factory) -> dict:
 
 
 def bench_args(export_dir, reports, *extra):
-    return ["bench", str(export_dir), "--runs", "3", "--warmup", "1", "--batch", "2", "--reports-dir", str(reports),
+    return ["bench", str(export_dir), "--runs", "3", "--warmup", "1", "--batch-size", "2", "--reports-dir", str(reports),
             "--device-name", "test-box", "--no-accuracy", *extra]
 
 
@@ -223,15 +223,15 @@ def test_cuda_reference_without_gpu_is_a_clear_error(tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    for args in (["--backend", "torch", "--device", "cuda", "--config", "tiny"], ["--device", "cuda"]):
+    for args in (["--backend", "torch", "--device", "cuda", "--model", "tiny"], ["--device", "cuda"]):
         code, _, err = run_cli(["bench", *args, "--reports-dir", str(tmp_path)], capsys)
         assert code == 1 and "no CUDA GPU is available" in err, args
     assert not list(tmp_path.iterdir())
 
 
 def test_eager_torch_backend_on_cpu(tmp_path, capsys):
-    code, out, err = run_cli(["bench", "--backend", "torch", "--config", "tiny", "--heads", "12", "--runs", "2",
-                              "--warmup", "1", "--batch", "2", "--threads", "1", "--reports-dir", str(tmp_path),
+    code, out, err = run_cli(["bench", "--backend", "torch", "--model", "tiny", "--heads", "12", "--runs", "2",
+                              "--warmup", "1", "--batch-size", "2", "--threads", "1", "--reports-dir", str(tmp_path),
                               "--device-name", "eager"], capsys)
     assert code in (0, None), err
     rep = load_report(tmp_path / "eager.json")

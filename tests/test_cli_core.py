@@ -55,7 +55,7 @@ def test_info_json_from_checkpoint(capsys, tmp_path):
     (["info", "--heads", "13"], 2, "not available"),
     (["info", "--heads", "abc"], 2, "cannot read heads"),
     (["info", "--heads", "0..3"], 2, ">= 1"),
-    (["info", "--config", "huge"], 2, "unknown config"),
+    (["info", "--model", "huge"], 2, "unknown model preset"),
     (["info", "--checkpoint", "/nonexistent/x.safetensors"], 2, "no such checkpoint file"),
 ])
 def test_info_errors(capsys, argv, code, msg):
@@ -77,7 +77,7 @@ def test_console_script_runs(tmp_path):
     from pathlib import Path
 
     exe = Path(sys.executable).with_name("hydravit-edge")
-    res = subprocess.run([str(exe), "info", "--config", "tiny", "--heads", "2..3", "--json"], capture_output=True, text=True)
+    res = subprocess.run([str(exe), "info", "--model", "tiny", "--heads", "2..3", "--json"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert [r["k"] for r in json.loads(res.stdout)["profile"]] == [2, 3]
     res = subprocess.run([str(exe), "info", "--heads", "99"], capture_output=True, text=True)

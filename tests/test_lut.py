@@ -211,7 +211,7 @@ def test_cli_build_show_pick(tmp_path, capsys):
     assert lut.policy.budget_ms == 50.0 and "a100-paper" in lut.device_names()
     code, out, _ = _cli(["lut", "show", str(out_path)], capsys)
     assert code == 0 and "Pixel 8" in out and "budget 50 ms" in out
-    code, out, _ = _cli(["lut", "pick", "--lut", str(out_path), "--device", "Pixel 8", "--battery", "80", "--json"], capsys)
+    code, out, _ = _cli(["lut", "pick", "--lut", str(out_path), "--device-name", "Pixel 8", "--battery", "80", "--json"], capsys)
     assert code == 0 and json.loads(out)["k"] == 9  # p90 45 ms fits 50 ms
     code, out, _ = _cli(["lut", "build", str(paths[0].parent), "--out", str(out_path), "--no-reference", "--no-budget"],
                         capsys)

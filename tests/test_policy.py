@@ -220,32 +220,32 @@ def _cli(args, capsys):
 
 
 def test_pick_prints_k_and_why(vector_lut, capsys):
-    code, out, _ = _cli(["lut", "pick", "--lut", str(vector_lut), "--device", "fast-phone", "--battery", "35"], capsys)
+    code, out, _ = _cli(["lut", "pick", "--lut", str(vector_lut), "--device-name", "fast-phone", "--battery", "35"], capsys)
     assert code == 0
     assert "k = 6" in out and "limited by: battery" in out and "band 'medium'" in out
 
 
 def test_pick_json_with_flags(vector_lut, capsys):
-    code, out, _ = _cli(["lut", "pick", "--lut", str(vector_lut), "--device", "fast-phone", "--battery", "35",
+    code, out, _ = _cli(["lut", "pick", "--lut", str(vector_lut), "--device-name", "fast-phone", "--battery", "35",
                          "--charging", "--thermal", "serious", "--budget-ms", "33", "--json"], capsys)
     assert code == 0
     d = json.loads(out)
     assert (d["k"], d["limit"], d["device"], d["backend"]) == (6, "thermal", "fast-phone", "onnxruntime")
-    code, out, _ = _cli(["lut", "pick", "--lut", str(vector_lut), "--device", "fast-phone", "--battery", "52",
+    code, out, _ = _cli(["lut", "pick", "--lut", str(vector_lut), "--device-name", "fast-phone", "--battery", "52",
                          "--previous-k", "6", "--json"], capsys)
     assert json.loads(out)["limit"] == "hysteresis"
-    code, out, _ = _cli(["lut", "pick", "--lut", str(vector_lut), "--device", "fast-phone", "--low-power", "--json"],
+    code, out, _ = _cli(["lut", "pick", "--lut", str(vector_lut), "--device-name", "fast-phone", "--low-power", "--json"],
                         capsys)
     assert json.loads(out)["k"] == 3
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--device", "fast-phone", "--battery", "101"], "outside 0..100"),
-    (["--device", "fast-phone", "--battery", "full"], "percentage 0..100"),
-    (["--device", "nope", "--battery", "50"], "has no device 'nope'; it has: fast-phone, slow-board"),
-    (["--device", "fast-phone", "--backend", "tflite"], "no 'tflite' rows"),
-    (["--device", "fast-phone", "--thermal", "hot"], "nominal, fair, serious, critical"),
-    (["--device", "fast-phone", "--budget-ms", "0"], "budget"),
+    (["--device-name", "fast-phone", "--battery", "101"], "outside 0..100"),
+    (["--device-name", "fast-phone", "--battery", "full"], "percentage 0..100"),
+    (["--device-name", "nope", "--battery", "50"], "has no device 'nope'; it has: fast-phone, slow-board"),
+    (["--device-name", "fast-phone", "--backend", "tflite"], "no 'tflite' rows"),
+    (["--device-name", "fast-phone", "--thermal", "hot"], "nominal, fair, serious, critical"),
+    (["--device-name", "fast-phone", "--budget-ms", "0"], "budget"),
 ])
 def test_pick_errors(vector_lut, capsys, args, words):
     code, _, err = _cli(["lut", "pick", "--lut", str(vector_lut), *args], capsys)

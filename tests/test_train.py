@@ -107,7 +107,7 @@ def test_cli_bad_weights_exit_code_2(capsys, tmp_path):
 
 def _subnet_mask(name: str, p: torch.Tensor, k: int, hd: int, full: int, ratio: float) -> torch.Tensor:
     """Where subnetwork k may touch parameter ``name`` (derived from the issue text)."""
-    e, h = hd * k, int(ratio * hd) * k
+    e, h = hd * k, int(hd * k * ratio)  # timm's ViT of width hd*k: int(width * mlp_ratio) hidden units
     m = torch.zeros_like(p, dtype=torch.bool)
     if name in ("cls_token", "pos_embed"):
         m[..., :e] = True
@@ -415,9 +415,9 @@ def test_train_speed_child_measures_both_models():
 def test_train_speed_cli_rejects_bad_arguments(capsys):
     code, _, err = cli(capsys, "train-speed", "--heads", "13")
     assert code == 2
-    code, _, err = cli(capsys, "train-speed", "--batch", "0")
+    code, _, err = cli(capsys, "train-speed", "--batch-size", "0")
     assert code == 2
-    code, _, err = cli(capsys, "train-speed", "--config", "tiny", "--img-size", "10")
+    code, _, err = cli(capsys, "train-speed", "--model", "tiny", "--img-size", "10")
     assert code == 2 and "multiple of the patch size" in err
     code, _, err = cli(capsys, "train-speed", "--update", "some")
     assert code == 2 and "--update must be subnet or full" in err

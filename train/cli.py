@@ -15,16 +15,6 @@ from hydravit_edge.errors import UsageError
 __all__ = ["register"]
 
 
-def _resolve_checkpoint(path: Path) -> Path:
-    """A run directory stands for its best checkpoint (else its last)."""
-    if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise UsageError(f"{path}: a directory without best.safetensors or last.safetensors")
-    return path
-
-
 def train_cmd(
     data: str = typer.Option("digits", "--data", help="'digits' (embedded 8x8 digits) or an ImageFolder root with train/ and val/."),
     heads: Optional[str] = typer.Option(None, "--heads", help="Head counts to train: '1..12', '3,6,12' or '12' (default: every k of the model)."),
@@ -109,11 +99,12 @@ def eval_cmd(
     """Top-1/top-5 accuracy of every k on the validation set; several checkpoints side by side."""
     from rich.table import Table
 
+    from hydravit_edge.checkpoints import resolve_checkpoint
     from hydravit_edge.train.evaluation import evaluate
 
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
-    results = [evaluate(_resolve_checkpoint(p), data, heads, use_ema=ema, batch_size=batch_size, workers=workers,
+    results = [evaluate(resolve_checkpoint(p), data, heads, use_ema=ema, batch_size=batch_size, workers=workers,
                         device=device, progress=not as_json) for p in checkpoints]
     prof = {}
     if with_profile:
@@ -155,9 +146,9 @@ def eval_cmd(
 
 
 def train_speed_cmd(
-    config_name: str = typer.Option("base", "--config", help="Model preset: base (64-dim heads, DeiT widths) or tiny."),
+    config_name: str = typer.Option("base", "--model", help="Model preset: base (64-dim heads, DeiT widths) or tiny."),
     heads: str = typer.Option("1,3,6,12", "--heads", help="Head counts to measure."),
-    batch: int = typer.Option(16, "--batch", help="Images per training step."),
+    batch: int = typer.Option(16, "--batch-size", "-b", help="Images per training step."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the preset's)."),
     steps: int = typer.Option(6, "--steps", help="Timed steps of each model, alternating (medians reported)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto (CPU, plus CUDA when available)."),
@@ -179,7 +170,7 @@ def train_speed_cmd(
     config = preset(config_name)
     ks = parse_heads(heads, range(1, config.num_heads + 1))
     if batch < 1 or steps < 1:
-        raise UsageError("--batch and --steps must be >= 1")
+        raise UsageError("--batch-size and --steps must be >= 1")
     if img_size is not None and (img_size < config.patch_size or img_size % config.patch_size):
         raise UsageError(f"--img-size must be a positive multiple of the patch size {config.patch_size}")
     if device not in ("auto", "cpu", "cuda"):
