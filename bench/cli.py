@@ -42,17 +42,21 @@ def rows_table(rows, title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    cols = ("runtime", "k", "median ms", "p90 ms", "min ms", "img/s @B", "load ms", "switch ms", "peak RSS MB",
-            "file MB", "GMACs", "params M", "paper RAM MB", "top-1 %")
+    cols = ("runtime", "k", "median ms", "p90 ms", "min ms", "img/s @B", "load ms", "switch ms", "cold switch ms",
+            "anon MB", "file-backed MB", "peak RSS MB", "switch peak MB", "file MB", "GMACs", "params M",
+            "paper RAM MB", "top-1 %")
     for c in cols:
         table.add_column(c, justify="left" if c == "runtime" else "right")
     for r in rows:
         acc = (r.get("accuracy") or {}).get("top1")
         table.add_row(
-            f"{r['backend']} {r.get('mode') or ''}".strip(), str(r["k"]), _fmt(r.get("latency_median_ms"), ".3f"),
+            " ".join(x for x in (r["backend"], r.get("mode"), r.get("materialize")) if x), str(r["k"]),
+            _fmt(r.get("latency_median_ms"), ".3f"),
             _fmt(r.get("latency_p90_ms"), ".3f"), _fmt(r.get("latency_min_ms"), ".3f"),
             (f"{r['throughput_per_s']:.1f} @{r.get('throughput_batch')}" if r.get("throughput_per_s") else "-"),
-            _fmt(r.get("load_ms"), ".1f"), _fmt(r.get("switch_ms"), ".3f"), _fmt(r.get("peak_rss_mb"), ".0f"),
+            _fmt(r.get("load_ms"), ".1f"), _fmt(r.get("switch_ms"), ".3f"), _fmt(r.get("cold_switch_ms"), ".1f"),
+            _fmt(r.get("rss_anon_mb"), ".0f"), _fmt(r.get("rss_file_mb"), ".0f"), _fmt(r.get("peak_rss_mb"), ".0f"),
+            _fmt(r.get("peak_switch_rss_mb"), ".0f"),
             _fmt(r["file_bytes"] / 1e6 if r.get("file_bytes") is not None else None, ".2f"),
             _fmt(r["macs"] / 1e9 if r.get("macs") is not None else None, ".3f"),
             _fmt(r["params"] / 1e6 if r.get("params") is not None else None, ".2f"),

@@ -59,6 +59,7 @@ def register(app) -> None:
         policy_file: Optional[Path] = typer.Option(None, "--policy", help="JSON file with policy fields to override."),
         no_reference: bool = typer.Option(False, "--no-reference", help="Leave out the paper's published A100 reference (it is only added for a model of its geometry: 12 heads x 64, depth 12, 224 px, patch 16)."),
         export: Optional[str] = typer.Option(None, "--export", help="Use the rows of this export (its directory, its name, or the start of its manifest sha256) where a report holds several; default: per device and runtime, the newest measured."),
+        memory_budget_mb: Optional[float] = typer.Option(None, "--memory-budget-mb", help="Most resident memory the runtime's materialised k may take together on the measured devices (default there: a quarter of the device's memory)."),
     ) -> None:
         """Build lut.json from benchmark reports: per-device per-k rows and the policy thresholds."""
         from .lut_build import build_lut
@@ -72,7 +73,7 @@ def register(app) -> None:
         try:
             overrides = _policy_overrides(budget_ms, no_budget, hysteresis, policy_file)
             data = build_lut(loaded, policy=overrides, include_reference=not no_reference, backends=backend or None,
-                             export=export, on_note=lambda line: console.print(f"note: {line}", soft_wrap=True,
+                             export=export, memory_budget_mb=memory_budget_mb, on_note=lambda line: console.print(f"note: {line}", soft_wrap=True,
                                                                               markup=False))
         except PolicyError as exc:
             raise UsageError(str(exc)) from None

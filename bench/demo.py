@@ -292,8 +292,8 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
     device_name = device_name or socket.gethostname()
     table = _resolve_lut(lut, manifest, backend, device_name, Path(out), log, reports_dir)
     rt = Runtime(export_dir, lut=table, device=device_name, backend=backend, budget_ms=budget_ms)
-    log(f"runtime: {rt.backend_name} on {rt.file} (k in {rt.heads}), loaded once in {rt.load_ms:.1f} ms; "
-        f"policy: {rt.policy_source}")
+    log(f"runtime: {rt.backend_name} on {rt.file} (k in {rt.heads}, materialize {rt.materialize}, memory budget "
+        f"{rt.memory_budget_mb:.0f} MB), first k ready in {rt.load_ms:.1f} ms; policy: {rt.policy_source}")
 
     images, labels = _digits_images(manifest.img_size)
     rng = np.random.default_rng(0)
@@ -313,14 +313,15 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
         switches += int(pred.switched)
         rows.append({**st, "image": int(j), "label": int(labels[j]), "pred": int(pred.indices[0]),
                      "correct": bool(pred.indices[0] == labels[j]), "k": pred.k, "latency_ms": pred.latency_ms,
-                     "limit": pred.decision.limit, "reason": pred.decision.reason, "switched": pred.switched})
+                     "limit": pred.decision.limit, "reason": pred.decision.reason, "switched": pred.switched,
+                     "wanted_k": pred.wanted, "waited": pred.waited})
     wall = time.perf_counter() - t_wall
 
-    # the same stream at fixed k, for comparison (same session: no reload)
+    # the same stream at fixed k, for comparison
     kmax, kmin = max(rt.heads), min(rt.heads)
     fixed = {}
     for k in sorted({kmax, kmin}):
-        logits = rt.session.run(k, rt.preprocess(images[order]))
+        logits = rt.predict(images[order], heads=k).logits
         fixed[k] = float(np.mean(logits.argmax(-1) == labels[order]))
     ph = phases(rows)
     show(_phase_table(ph, f"battery demo: {n} digits images, trace {trace.path.name} "
@@ -334,13 +335,17 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
         "policy": rt.policy_source, "trace": str(trace.path), "images": n, "passes": passes,
         "accuracy": acc, "accuracy_fixed_k": {str(k): v for k, v in fixed.items()},
         "mean_macs": mean_macs, "macs_fraction_of_kmax": mean_macs / macs[kmax], "k_switches": switches,
-        "artifact_loads": rt.loads, "load_ms": rt.load_ms, "wall_s": wall,
+        "materialize": rt.materialize, "memory_budget_mb": rt.memory_budget_mb,
+        "builds": rt.loads, "artifact_loads": 1 if rt.materialize == "eager" else 0,
+        "waited_calls": sum(bool(r["waited"]) for r in rows), "load_ms": rt.load_ms, "wall_s": wall,
         "latency_median_ms": float(np.median([r["latency_ms"] for r in rows])),
         "phases": ph,
     }
     log(f"adaptive k: top-1 {100 * acc:.1f}% at {100 * summary['macs_fraction_of_kmax']:.0f}% of the MACs of "
         f"always k={kmax} (always k={kmax}: {100 * fixed[kmax]:.1f}%, always k={kmin}: {100 * fixed[kmin]:.1f}%); "
-        f"{switches} k switches, artifact loaded {rt.loads}x")
+        f"{switches} k switches; "
+        + (f"{rt.loads} k built ({rt.materialize}), {summary['waited_calls']} call(s) waited for a build"
+           if rt.materialize == "lazy" else "artifact loaded 1x, every k resident (eager)"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timeline = plot_demo_timeline(rows, out / "timeline.png",
@@ -348,7 +353,7 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
                                         f"top-1 {100 * acc:.1f}%")
     log_path = out / "demo_log.csv"
     fields = ["time_s", "percent", "charging", "thermal", "low_power", "image", "label", "pred", "correct", "k",
-              "latency_ms", "limit", "switched"]
+              "latency_ms", "limit", "switched", "wanted_k", "waited"]
     lines = [",".join(fields)] + [",".join(str(r[f]) for f in fields) for r in rows]
     atomic_write_text(log_path, "\n".join(lines) + "\n")
     summary_path = out / "summary.json"

@@ -114,10 +114,16 @@ class Job:
     file_bytes: Optional[int] = None
     export_dir: Optional[Path] = None
     notes: list[str] = field(default_factory=list)
+    #: single artifacts: "lazy" (the graph of k over the shared weights) or "eager" (every k in one session)
+    materialize: Optional[str] = None
+    #: lazy: the other k whose graph the worker builds next to k's (cold switch) ({"k", "path", "records"})
+    lazy_other: Optional[dict] = None
 
     @property
     def label(self) -> str:
         what = self.mode if self.mode != "per-k" else Path(self.artifact).name
+        if self.materialize:
+            what += f" {self.materialize}"
         return f"{self.backend} {what} k={self.k}"
 
 
@@ -168,15 +174,29 @@ def plan_jobs(manifest: Optional[Manifest], backend_list: Sequence[Engine], *,
             continue
         details = manifest.details(b.target)
         wanted = set(_select_heads([r["k"] for r in manifest.artifacts(b.target)], heads))
+        lazy = manifest.lazy_graphs(b.target)
         for file, records in manifest.files_by_artifact(b.target).items():
+            single = len(records) > 1
             for r in records:
                 if r["k"] not in wanted:
                     continue
                 mode = r.get("mode") or manifest.target_mode(b.target)
+                size = manifest.file_bytes(b.target, file)
+                if single and lazy:  # the runtime's default: one k's own session over the shared weights
+                    k = int(r["k"])
+                    others = [h for h in lazy if h != k]
+                    other = max(others, key=lambda h: (abs(h - k), h)) if others else None
+                    path, rec = lazy[k]
+                    jobs.append(Job(b.name, b.target, mode, k, path, manifest.dir / path, [rec], details=details,
+                                    file_bytes=size, export_dir=manifest.dir, notes=list(r.get("notes") or []),
+                                    materialize="lazy",
+                                    lazy_other=None if other is None else {
+                                        "k": other, "path": str(manifest.dir / lazy[other][0]),
+                                        "records": [lazy[other][1]]}))
                 jobs.append(Job(b.name, b.target, mode, r["k"], file, manifest.dir / file, records,
                                 entry=r.get("entry"), details=details,
-                                file_bytes=manifest.file_bytes(b.target, file), export_dir=manifest.dir,
-                                notes=list(r.get("notes") or [])))
+                                file_bytes=size, export_dir=manifest.dir,
+                                notes=list(r.get("notes") or []), materialize="eager" if single else None))
     known = {b.target for b in bench_engines()}
     for t in targets:
         if t not in known:
@@ -197,6 +217,7 @@ def run_job(job: Job, settings: BenchSettings, input_shape: Sequence[int], *,
             "records": job.records, "k": job.k, "threads": settings.threads, "batch": settings.batch,
             "runs": settings.runs, "warmup": settings.warmup, "switch_runs": settings.switch_runs,
             "input_shape": list(input_shape), "details": job.details, "accuracy": accuracy, "seed": seed,
+            "lazy_other": job.lazy_other,
         }
         (tmp / "job.json").write_text(json.dumps(spec))
         out = tmp / "result.json"
@@ -247,6 +268,11 @@ def job_row(job: Job, result: dict, settings: BenchSettings, backend: Engine, pr
         threads=settings.threads, **latency_stats(result["latency_samples_ms"]),
         throughput_batch=int(tp["batch"]), throughput_per_s=round(float(tp["per_s"]), 4),
         load_ms=round(float(result["load_ms"]), 4), switch_ms=(sw["ms"] if sw else None),
+        materialize=job.materialize,
+        cold_switch_ms=(result.get("cold_switch_ms") if job.materialize == "lazy"
+                        else round(float(result["load_ms"]), 4) if job.mode == "per-k" else None),
+        rss_anon_mb=result.get("rss_anon_mb"), rss_file_mb=result.get("rss_file_mb"),
+        peak_switch_rss_mb=result.get("peak_switch_rss_mb", result.get("peak_rss_after_switch_mb")),
         peak_rss_mb=result.get("peak_rss_mb"), file_bytes=job.file_bytes,
         params=prof.params if prof else None, macs=prof.macs if prof else None,
         paper_ram_mb=prof.ram_mb if prof else None, accuracy=result.get("accuracy"), extra=extra,

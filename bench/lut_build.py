@@ -44,7 +44,9 @@ def lut_row(r: Mapping[str, Any]) -> Optional[dict]:
         "k": r["k"], "p90_ms": round(float(p90), 6), "latency_basis": basis,
         "median_ms": r.get("latency_median_ms"), "min_ms": r.get("latency_min_ms"),
         "throughput_per_s": r.get("throughput_per_s"), "throughput_batch": r.get("throughput_batch"),
-        "load_ms": r.get("load_ms"), "switch_ms": r.get("switch_ms"), "peak_rss_mb": r.get("peak_rss_mb"),
+        "load_ms": r.get("load_ms"), "switch_ms": r.get("switch_ms"), "cold_switch_ms": r.get("cold_switch_ms"),
+        "peak_rss_mb": r.get("peak_rss_mb"), "rss_anon_mb": r.get("rss_anon_mb"), "rss_file_mb": r.get("rss_file_mb"),
+        "peak_switch_rss_mb": r.get("peak_switch_rss_mb"),
         "paper_ram_mb": r.get("paper_ram_mb"), "file_bytes": r.get("file_bytes"), "params": r.get("params"),
         "macs": r.get("macs"), "top1": acc.get("top1"), "artifact": r.get("artifact"), "entry": r.get("entry"),
     }
@@ -92,7 +94,7 @@ def device_entries(report: Mapping[str, Any], backends: Optional[Sequence[str]] 
         for key, rows in per.items():
             by_config.setdefault(key, []).append((g, rows))
     made = []  # (entry, note, model of its export)
-    for (backend, mode, compute, precision), candidates in by_config.items():
+    for (backend, mode, compute, precision, materialize), candidates in by_config.items():
         chosen = newest_export([g for g, _ in candidates])
         rows = next(rows for g, rows in candidates if g is chosen)
         lut_rows = sorted((x for x in map(lut_row, rows) if x is not None), key=lambda x: x["k"])
@@ -102,12 +104,13 @@ def device_entries(report: Mapping[str, Any], backends: Optional[Sequence[str]] 
         entry = {
             "name": dev["name"], "description": dev.get("description") or dev.get("cpu") or dev.get("model"),
             "source": report["source"], "backend": backend, "mode": mode, "compute": compute, "precision": precision,
+            **({"materialize": materialize} if materialize else {}),
             "artifact": artifacts.pop() if len(artifacts) == 1 else None,
             "manifest_sha256": chosen.manifest_sha256, "rows": lut_rows,
         }
         line = None
         if report["source"] == "measured":
-            config = "/".join(str(x) for x in (backend, mode, compute, precision) if x)
+            config = "/".join(str(x) for x in (backend, mode, materialize, compute, precision) if x)
             sha = f" ({chosen.manifest_sha256[:12]})" if chosen.manifest_sha256 else ""
             why = ("named by --export" if export is not None
                    else "the only one measured" if len(candidates) == 1
@@ -117,8 +120,9 @@ def device_entries(report: Mapping[str, Any], backends: Optional[Sequence[str]] 
 
     def order(item):
         e = item[0]
-        return (-len(e["rows"]), e["mode"] != "single", preference(e["backend"]), str(e["compute"]),
-                str(e["precision"]))
+        # a single artifact first, lazily materialised (what the runtime runs by default) before eager
+        return (-len(e["rows"]), e["mode"] != "single", e.get("materialize") == "eager", preference(e["backend"]),
+                str(e["compute"]), str(e["precision"]))
 
     made.sort(key=order)
     return [e for e, _, _ in made], [n for _, n, _ in made if n], [m for _, _, m in made]
@@ -133,8 +137,12 @@ def device_rows(report: Mapping[str, Any], backends: Optional[Sequence[str]] = N
 def build_lut(reports: Sequence[tuple[Optional[str], Mapping[str, Any]]], *,
               policy: Optional[Mapping[str, Any]] = None, include_reference: bool = True,
               backends: Optional[Sequence[str]] = None, created: Optional[str] = None,
-              export: Optional[str] = None, on_note: Optional[Callable[[str], None]] = None) -> dict:
+              export: Optional[str] = None, on_note: Optional[Callable[[str], None]] = None,
+              memory_budget_mb: Optional[float] = None) -> dict:
     """A LUT dict from ``(path, report)`` pairs (validated reports).
+
+    ``memory_budget_mb`` goes to every measured device entry: the most resident memory the
+    runtime's materialised k may take together there.
 
     ``policy`` overrides fields of :data:`~hydravit_edge.policy.DEFAULT_POLICY`.  Each device entry
     takes the rows of one export: ``export`` (a manifest sha256 prefix, an export directory or its
@@ -167,6 +175,11 @@ def build_lut(reports: Sequence[tuple[Optional[str], Mapping[str, Any]]], *,
             note(line)
         if rep["source"] == "measured":
             measured_models.extend(models)
+            if memory_budget_mb is not None:
+                if memory_budget_mb <= 0:
+                    raise UsageError(f"--memory-budget-mb must be > 0, got {memory_budget_mb:g}")
+                for e in entries:
+                    e["memory_budget_mb"] = float(memory_budget_mb)
         add(path, rep, entries)
     if include_reference and match_name(load_reference()["device"]["name"], names) is None:
         ref, why = reference_if_matching(measured_models)

@@ -49,7 +49,7 @@ def series(loaded: Sequence[tuple[Any, dict]], metric: str = "median") -> list[d
         for g in exports:
             for row in g.rows:
                 groups.setdefault((g.label,) + group_key(row), []).append(row)
-        for (export, backend, mode, compute, precision), rows in groups.items():
+        for (export, backend, mode, compute, precision, materialize), rows in groups.items():
             pts = []
             basis = None
             for r in sorted(rows, key=lambda r: r["k"]):
@@ -59,7 +59,7 @@ def series(loaded: Sequence[tuple[Any, dict]], metric: str = "median") -> list[d
                     basis = b
             if not pts:
                 continue
-            bits = [backend] + [x for x in (mode, compute) if x]
+            bits = [backend] + [x for x in (mode, materialize, compute) if x]
             name = report["device"]["name"] + (f" {export}" if len(exports) > 1 else "")
             label = f"{name} ({', '.join(bits)})"
             if report["source"] == "published":

@@ -16,8 +16,15 @@ What it measures, in this order:
 3. throughput at ``batch``: one call on the whole batch when the artifact takes it, else
    ``batch`` consecutive batch-1 calls (artifacts with a static batch of 1), images/s.
 4. peak resident memory (VmHWM; ``ru_maxrss`` off Linux) at this point: the artifact, k's entry, its runs.
+   Then the steady resident memory with this k active, after freed heap memory went back to the
+   OS (``malloc_trim``): anonymous pages (``RssAnon``: copies, folded and packed weights) and
+   file-backed pages (``RssFile``: memory-mapped weights, clean pages the OS may drop).
 5. k-switch cost (single artifacts): alternately run another k of the same session and k;
-   the first k call after each switch, minus the steady-state median, is the switch cost.
+   the first k call after each switch, minus the steady-state median, is the (warm) switch
+   cost.  A lazily materialised k (``job["lazy_other"]``: the graph of another k over the same
+   shared weights) is a session of its own: the cold switch is building that session while
+   k's stays open (``cold_switch_ms``, and the peak memory while it happens), the warm switch
+   alternates the two open sessions.
 6. accuracy, when the job names an evaluation set.
 
 The result is written as JSON to RESULT.json (``{"error": ...}`` when it failed).
@@ -36,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from hydravit_edge.memory import peak_rss_mb, rss_mb
+from hydravit_edge.memory import peak_rss_mb, release_freed_memory, resident_bytes, rss_mb
 
 
 def _median(values: list[float]) -> float:
@@ -106,10 +113,38 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
 
     # 4. memory of this k alone
     result["peak_rss_mb"] = round(peak_rss_mb(), 2)
+    release_freed_memory()
+    res = resident_bytes()
+    result["rss_anon_mb"] = round(res["RssAnon"] / 1e6, 2)
+    result["rss_file_mb"] = round(res["RssFile"] / 1e6, 2)
 
-    # 5. switching k inside one artifact
+    # 5. switching k inside one artifact, or to another lazily materialised k
     others = [h for h in session.heads if h != k]
-    if others:
+    lazy_other = job.get("lazy_other")
+    if lazy_other:
+        ok = int(lazy_other["k"])
+        t = time.perf_counter()
+        other_session = backend.open(Path(lazy_other["path"]), lazy_other["records"], threads=threads, device=device,
+                                     details=job.get("details") or {})
+        other_session.prepare(ok)
+        release_freed_memory()
+        result["cold_switch_ms"] = round((time.perf_counter() - t) * 1e3, 4)
+        result["peak_switch_rss_mb"] = round(peak_rss_mb(), 2)
+        feed_o = other_session.feed(ok, x1)
+        other_session.timed(ok, feed_o, 2)
+        n = max(3, min(int(job.get("switch_runs", 10)), runs))
+        after = []
+        for _ in range(n):
+            other_session.timed(ok, feed_o, 1)
+            after.append(session.timed(k, feed1, 1)[0])
+        steady = session.timed(k, feed1, n)
+        raw = _median(after) - _median(steady + samples)
+        result["switch"] = {"from_k": ok, "runs": n, "first_after_switch_median_ms": round(_median(after), 5),
+                            "steady_median_ms": round(_median(steady + samples), 5), "raw_ms": round(raw, 5),
+                            "ms": round(max(0.0, raw), 5), "other_prepare_ms": result["cold_switch_ms"]}
+        result["peak_rss_after_switch_mb"] = result["peak_switch_rss_mb"]
+        other_session.close()
+    elif others:
         other = max(others, key=lambda h: (abs(h - k), h))  # the most different k: the worst case
         t = time.perf_counter()
         session.prepare(other)

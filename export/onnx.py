@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import posixpath
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -46,6 +47,7 @@ from .errors import ExportError
 from .progress import ProgressFn
 from .records import ArtifactRecord, TensorSpec
 from .registry import register_exporter
+from .onnx_lazy import data_filename, save_single
 from .specs import HEADS, IMAGE, LOGITS, IOSpec
 
 #: Initializers of a per-k graph that match no parameter may stay inside their branch
@@ -340,10 +342,34 @@ class OnnxExporter(Exporter):
                 merger.add(k, proto)
             proto = merger.build(heads, f"hydravit-edge {hydravit_edge.__version__}", self.io.inputs(cfg, "single"),
                                  self.io.outputs(cfg))
-            save_proto(proto, out_dir / self.single_filename)
+            graphs = save_single(proto, out_dir / self.single_filename, merger.used, heads)
+        data = data_filename(self.single_filename)
         return [self.record(cfg, k, "single", extra={"heads_input": _HEADS_INPUT, "heads_value": [k], "branch": f"k{k}",
-                                                    "branch_local_bytes": merger.local_bytes[k]})
+                                                    "branch_local_bytes": merger.local_bytes[k],
+                                                    "external_data": data, "lazy_graph": graphs[k]})
                 for k in heads]
+
+    def lazy_records(self, records: Sequence[ArtifactRecord]) -> list[ArtifactRecord]:
+        """The graph of each k of a single artifact (``extra.lazy_graph``) as a record of its own:
+        one k, input ``image`` only (what the runtime opens in lazy mode)."""
+        out = []
+        for r in records:
+            graph = (r.extra or {}).get("lazy_graph")
+            if r.mode == "single" and graph:  # named next to the single file (whatever its folder in ``r.file``)
+                graph = posixpath.join(posixpath.dirname(r.file), graph)
+                out.append(ArtifactRecord(r.k, graph, None, "graph", "single", [i for i in r.inputs if i.name != _HEADS_INPUT],
+                                          list(r.outputs), extra={"external_data": r.extra.get("external_data")}))
+        return out
+
+    def validate(self, out_dir, records, reference, progress=None):
+        """The artifacts as recorded, then (single) the graph of each k that lazy mode opens (``check="lazy"``)."""
+        results = super().validate(out_dir, records, reference, progress)
+        lazy = self.lazy_records(records)
+        if lazy:
+            for r in super().validate(out_dir, lazy, reference):
+                r.check = "lazy"
+                results.append(r)
+        return results
 
     # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------
     def runtime_label(self) -> str:

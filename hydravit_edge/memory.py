@@ -13,7 +13,7 @@ from __future__ import annotations
 import resource
 import sys
 
-__all__ = ["peak_rss_mb", "rss_mb", "available_bytes", "cpu_count"]
+__all__ = ["peak_rss_mb", "rss_mb", "resident_bytes", "release_freed_memory", "available_bytes", "cpu_count"]
 
 
 def _status_mb(field: str) -> float | None:
@@ -25,6 +25,45 @@ def _status_mb(field: str) -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def resident_bytes() -> dict[str, int]:
+    """``RssAnon`` (heap: copies, folded and packed weights), ``RssFile`` (file-backed pages such as
+    memory-mapped weights, which the OS may drop and reread), ``VmRSS`` and ``VmHWM`` (peak) of this
+    process, bytes (Linux; zeros elsewhere)."""
+    out = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0, "VmHWM": 0}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in out:
+                    out[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+_TRIM = None
+
+
+def release_freed_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim(0)``; nothing elsewhere).
+
+    Building a k frees about as much as it keeps (onnxruntime folds the cut weights, prepacks
+    them and frees the folded copies), but glibc keeps freed chunks in its arenas: the base
+    model's k=12 graph left 843 MB resident after its session was built, 396 MB after
+    ``malloc_trim(0)``, the same as the per-k file's session.
+    """
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
 
 
 def peak_rss_mb() -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
@@ -32,6 +31,7 @@ import numpy as np
 from .contract.manifest import Manifest, ManifestError, find_export_dir
 from .engines import get_engine
 from .errors import UsageError
+from .materialize import SessionCache, default_budget_bytes
 from .targets import python_runtimes
 from .transform import EvalTransform
 
@@ -80,8 +80,14 @@ class Prediction:
     decision: Optional[Any] = None
     #: the power state the decision used (battery, charging, low_power, thermal, budget_ms)
     power: Optional[dict] = None
-    #: ms this call spent opening an artifact (per-k files: the first call at a k not open); 0 otherwise
+    #: ms this call waited while k was built (materialised); 0 when it was ready
     load_ms: float = 0.0
+    #: whether this call waited for a build
+    waited: bool = False
+    #: the k being built in the background for the policy (this call ran ``k`` meanwhile), else None
+    building: Optional[int] = None
+    #: the k the policy (or the caller) asked for; differs from ``k`` while it is being built
+    wanted: Optional[int] = None
 
     @property
     def reason(self) -> str:
@@ -92,7 +98,7 @@ PowerSource = Callable[[], Any]
 
 
 class Runtime:
-    """One loaded artifact, a lookup table and the policy; ``predict`` picks k per call.
+    """One export, a lookup table and the policy; ``predict`` picks k per call.
 
     Parameters
     ----------
@@ -102,11 +108,23 @@ class Runtime:
     device: the device name to look up in the LUT (default: this host's name, as ``bench`` writes it).
     backend: ``onnxruntime``, ``executorch`` or ``tflite``; default: the first of those whose
         artifacts the export holds and whose runtime is installed.
-    mode: ``single`` (default: the one artifact that holds every k, loaded once) or ``per-k``: the
-        file of each k, opened when that k is first needed; at most ``keep`` files stay open (the least
-        recently used is closed), so switching to an open k is free and to another one costs a load
-        (``Prediction.load_ms``).
-    heads: the k to open first (default: the largest).
+    mode: ``single`` (default: the artifact that holds every k) or ``per-k``: the file of each k.
+    materialize: how a single artifact's k become runnable.  ``lazy`` (default): one session per k,
+        built when that k is needed from the weights the artifact stores once (ONNX: the graph of
+        k over the memory-mapped full weights, ``hydravit.k<k>.onnx``), so one k costs what its
+        per-k file costs; ``eager``: one session holding every k (switching is instant, memory is
+        the sum of every k).  A single artifact without per-k graphs (ExecuTorch, TFLite, an
+        older ONNX export) is eager (``materialize_note`` says why).  Per-k files are lazy.
+    memory_budget_mb: most resident memory the materialised k may take together (measured when
+        each is built); least recently used k are closed first.  Default: the LUT device's
+        ``memory_budget_mb``, else a quarter of this machine's memory.
+    keep: at most this many materialised k (None: as many as the budget holds).
+    background: with the policy choosing k (``heads=None``), build a k that is not materialised in
+        a background thread while ``predict`` keeps serving the current k (default True); an
+        explicit ``heads=k`` builds and waits.
+    prefetch: after the policy switched k, build in the background the k it picks one battery band
+        lower (when it fits the budget next to the current k).
+    heads: the k to materialise first (default: the largest).
     power: a callable returning the power state (a :class:`hydravit_edge.battery.PowerState`,
         a :class:`hydravit_edge.policy.PolicyInput` or a dict of its fields); default reads
         ``/sys`` (``sys_root``) at most every ``power_interval_s`` seconds.
@@ -114,45 +132,43 @@ class Runtime:
     """
 
     def __init__(self, export_dir: str | os.PathLike, *, lut: Any = None, device: Optional[str] = None,
-                 backend: Optional[str] = None, mode: str = "single", threads: Optional[int] = None,
+                 backend: Optional[str] = None, mode: str = "single", materialize: str = "lazy",
+                 memory_budget_mb: Optional[float] = None, keep: Optional[int] = None, background: bool = True,
+                 prefetch: bool = True, threads: Optional[int] = None,
                  power: Optional[PowerSource] = None, sys_root: str | os.PathLike = "/sys",
                  power_interval_s: float = 1.0, budget_ms: Optional[float] = None,
-                 heads: Optional[int] = None, keep: int = 2):
+                 heads: Optional[int] = None):
         self.manifest = Manifest.load(export_dir)
         self.backend_name, self.target = self._pick_backend(backend)
         self.backend = get_engine(self.backend_name)
-        files = self.manifest.files_by_artifact(self.target)
         if mode not in ("single", "per-k"):
             raise UsageError(f"mode must be 'single' or 'per-k', got {mode!r}")
-        if keep < 1:
-            raise UsageError(f"keep must be >= 1, got {keep}")
-        multi = {f: recs for f, recs in files.items() if len(recs) > 1}
-        if mode == "single" and multi:
-            chosen = dict([max(multi.items(), key=lambda kv: len(kv[1]))])
-        elif mode == "single" and len(files) > 1:
-            raise ManifestError(
-                f"{self.manifest.dir}: the {self.target} artifacts are one file per k; the runtime loads one "
-                "artifact that holds every k (export with --mode single), or pass mode='per-k' to open the "
-                "file of each k as it is needed")
-        else:  # per-k: every file, opened when its k is first needed (at most ``keep`` open at a time)
-            chosen = files
-        #: k -> (file relative to the manifest, its records)
-        self._file_of_k = {int(r["k"]): (f, recs) for f, recs in chosen.items() for r in recs}
-        self.heads = sorted(self._file_of_k)
+        if materialize not in ("lazy", "eager"):
+            raise UsageError(f"materialize must be 'lazy' or 'eager', got {materialize!r}")
         self.mode = mode
+        #: k -> (unit: the file a session opens, relative to the manifest; its records)
+        self._unit_of_k, self.materialize, self.materialize_note = self._units(mode, materialize)
+        self.heads = sorted(self._unit_of_k)
         self.threads = threads
-        self.keep = int(keep)
+        self.background = bool(background)
+        self.prefetch = bool(prefetch)
         self._details = self.manifest.details(self.target)
-        self._sessions: "OrderedDict[str, Any]" = OrderedDict()  # file -> Session, least recently used first
-        self.loads = 0  # artifacts opened by this runtime: 1 for a single artifact, switching k never reloads
+        self._setup_policy(lut, device, budget_ms)
+        budget = memory_budget_mb
+        if budget is None and self.lut_device is not None:
+            budget = getattr(self.lut_device, "memory_budget_mb", None)
+        if budget is not None and budget <= 0:
+            raise UsageError(f"memory_budget_mb must be > 0, got {budget}")
+        self.memory_budget_mb = float(budget) if budget is not None else default_budget_bytes() / 2**20
+        self.cache = SessionCache(self._open_unit, self._estimate, budget_bytes=int(self.memory_budget_mb * 2**20),
+                                  keep=keep)
         self.backend.preload()  # load_ms below is the artifact's, not the runtime module's import
         first = heads if heads is not None else self.heads[-1]
-        if first not in self._file_of_k:
+        if first not in self._unit_of_k:
             raise UsageError(f"heads={first} is not in this export's {self.target} artifacts; they hold k in "
                              f"{self.heads}")
-        t0 = time.perf_counter()
-        self._session_for(first)
-        self.load_ms = (time.perf_counter() - t0) * 1e3
+        built = self.cache.build(self._unit_of_k[first][0])
+        self.load_ms = built.build_ms
         self.labels = self.manifest.labels
         self.mean = np.asarray(self.manifest.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         self.std = np.asarray(self.manifest.std, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -160,38 +176,84 @@ class Runtime:
         self.in_chans = self.manifest.in_chans
         #: the model's evaluation transform, as the manifest states it
         self.transform = EvalTransform.from_spec(self.manifest.input, self.manifest.config)
-        self.current_k: Optional[int] = None
-        self._setup_policy(lut, device, budget_ms)
+        self.current_k: Optional[int] = first
+        self._served_first = False
         self._power = power
         self._sys_root = sys_root
         self._power_interval = float(power_interval_s)
         self._power_cache: tuple[float, Any] | None = None
 
-    # ---- sessions -----------------------------------------------------------------------
+    # ---- units ------------------------------------------------------------------------
+    def _units(self, mode: str, materialize: str) -> tuple[dict[int, tuple[str, list]], str, Optional[str]]:
+        files = self.manifest.files_by_artifact(self.target)
+        multi = {f: recs for f, recs in files.items() if len(recs) > 1}
+        if mode == "per-k":
+            return {int(r["k"]): (f, [r]) for f, recs in files.items() for r in recs}, "lazy", None
+        if multi:
+            file, recs = max(multi.items(), key=lambda kv: len(kv[1]))
+        elif len(files) == 1:
+            file, recs = next(iter(files.items()))
+        else:
+            raise ManifestError(
+                f"{self.manifest.dir}: the {self.target} artifacts are one file per k; the runtime loads one "
+                "artifact that holds every k (export with --mode single), or pass mode='per-k' to open the "
+                "file of each k as it is needed")
+        lazy = self.manifest.lazy_graphs(self.target) if multi else None
+        if materialize == "lazy" and lazy:
+            return {k: (f, [rec]) for k, (f, rec) in lazy.items()}, "lazy", None
+        note = None
+        if materialize == "lazy":
+            note = (f"the {self.target} single artifact has no graph per k: every k lives in one session "
+                    "(eager); its per-k files are the way to hold one k in memory")
+        return {int(r["k"]): (file, recs) for r in recs}, "eager", note
+
+    def _open_unit(self, unit: str):
+        records = next(recs for f, recs in self._unit_of_k.values() if f == unit)
+        return self.backend.open(self.manifest.dir / unit, records, threads=self.threads, details=self._details)
+
+    def _estimate(self, unit: str) -> int:
+        """Resident bytes of a unit before it was built: its ks' weight bytes (the slicing table's
+        cut of each k, else the file), plus a quarter for activations and the runtime's own tables."""
+        ks = [k for k, (f, _) in self._unit_of_k.items() if f == unit]
+        table = self.manifest.slicing
+        if table is not None and all(k in table.heads for k in ks):
+            weights = sum(_weight_bytes(table, k) for k in ks)
+        else:
+            weights = self.manifest.file_bytes(self.target, unit) or 0
+        return int(weights * 1.25)
+
+    @property
+    def loads(self) -> int:
+        """Sessions built by this runtime (eager: 1; switching among materialised k builds nothing)."""
+        return self.cache.builds
+
     @property
     def file(self) -> str:
-        """The artifact file that ran last (relative to the manifest)."""
-        return next(reversed(self._sessions))
+        """The unit (file) that ran last, or that the first k was materialised from."""
+        return self._unit_of_k[self.current_k][0]
 
     @property
     def session(self):
-        """The :class:`~hydravit_edge.engines.Session` that ran last."""
-        return self._sessions[self.file]
+        """The :class:`~hydravit_edge.engines.Session` of the current k."""
+        return self.cache.get(self.file)
 
-    def _session_for(self, k: int):
-        """The open session holding k (opened now if needed; the least recently used beyond ``keep`` closed)."""
-        file, records = self._file_of_k[k]
-        session = self._sessions.get(file)
-        if session is not None:
-            self._sessions.move_to_end(file)
-            return session
-        session = self.backend.open(self.manifest.dir / file, records, threads=self.threads, details=self._details)
-        self.loads += 1
-        self._sessions[file] = session
-        while len(self._sessions) > self.keep:
-            _, old = self._sessions.popitem(last=False)
-            old.close()
-        return session
+    @property
+    def materialized(self) -> list[int]:
+        """The k whose session is built now."""
+        units = set(self.cache.units)
+        return [k for k in self.heads if self._unit_of_k[k][0] in units]
+
+    def memory(self) -> dict:
+        """The cache's view: budget, bytes attributed to materialised units, and this process's RSS."""
+        from .memory import resident_bytes
+
+        return {"budget_mb": self.memory_budget_mb, "used_mb": self.cache.used_bytes / 2**20,
+                "materialized": self.materialized, "building": self._pending_ks(),
+                **{k: v / 2**20 for k, v in resident_bytes().items()}}
+
+    def _pending_ks(self) -> list[int]:
+        pending = set(self.cache.pending())
+        return [k for k in self.heads if self._unit_of_k[k][0] in pending]
 
     # ---- setup ------------------------------------------------------------------------
     def _pick_backend(self, backend: Optional[str]) -> tuple[str, str]:
@@ -302,40 +364,104 @@ class Runtime:
                 normalized: bool = False) -> Prediction:
         """Classify ``images`` with subnetwork ``heads`` (None: the policy picks k now).
 
-        Switching k reuses the loaded session: no artifact is reloaded.
+        A materialised k runs at once.  ``heads=k`` not materialised: built now (the call waits,
+        ``Prediction.waited``).  The policy's k not materialised: built in the background while
+        this call (and the next ones) run the current k (``Prediction.building``); the first call
+        after the build finished switches.
         """
         decision = state = None
+        x = self.preprocess(images, normalized)
+        waited_ms = 0.0
+        building: Optional[int] = None
         if heads is None:
             inp = self.power_input(power)
             decision = self.policy_state.update(inp)
             state = {"battery": inp.battery, "charging": inp.charging, "low_power": inp.low_power,
                      "thermal": inp.thermal, "budget_ms": inp.budget_ms}
-            k = decision.k
+            k, building, waited_ms = self._policy_k(decision.k, inp)
         else:
             if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)):
                 raise UsageError(f"heads must be an integer, got {heads!r}")
             k = int(heads)
             if k not in self.heads:
                 raise UsageError(f"heads={k} is not in this artifact; it holds k in {self.heads}")
-        x = self.preprocess(images, normalized)
-        switched = self.current_k is not None and k != self.current_k
-        loads = self.loads
-        t0 = time.perf_counter()
-        session = self._session_for(k)
+            waited_ms = self._materialize(k)
+        unit = self._unit_of_k[k][0]
+        switched = self._served_first and k != self.current_k
+        self.cache.pinned = {unit}
+        session = self.cache.get(unit)
         t1 = time.perf_counter()
         logits = session.run(k, x)
         latency = (time.perf_counter() - t1) * 1e3
         self.current_k = k
+        self._served_first = True
         idx = logits.argmax(-1)
         names = [self.labels[i] for i in idx] if self.labels else None
         return Prediction(k=k, logits=logits, indices=idx, labels=names, latency_ms=latency, switched=switched,
-                          decision=decision, power=state,
-                          load_ms=(t1 - t0) * 1e3 if self.loads > loads else 0.0)
+                          decision=decision, power=state, load_ms=waited_ms, waited=waited_ms > 0,
+                          building=building, wanted=decision.k if decision is not None else k)
+
+    def _materialize(self, k: int) -> float:
+        """Build k now unless materialised; returns the ms waited (0 when it was)."""
+        unit = self._unit_of_k[k][0]
+        if self.cache.ready(unit):
+            return 0.0
+        t0 = time.perf_counter()
+        self.cache.pinned = set()  # nothing runs while this call waits: every other k may be closed for it
+        self.cache.build(unit, keep=())  # pending background build of it: waits for that one
+        return (time.perf_counter() - t0) * 1e3
+
+    def _policy_k(self, wanted: int, inp) -> tuple[int, Optional[int], float]:
+        """(k to run now, k being built in the background or None, ms waited) for the policy's ``wanted``."""
+        unit = self._unit_of_k[wanted][0]
+        current = self.current_k
+        if self.cache.ready(unit):
+            if self.prefetch:
+                self._prefetch(wanted, inp)
+            return wanted, None, 0.0
+        cur_unit = self._unit_of_k[current][0] if current is not None else None
+        if (not self.background or cur_unit is None or not self.cache.ready(cur_unit)
+                or not self.cache.fits(unit, keep={cur_unit})):
+            # nothing to serve meanwhile, or the budget holds one k: switch and wait
+            return wanted, None, self._materialize(wanted)
+        self.cache.build_async(unit, keep={cur_unit})
+        return current, wanted, 0.0
+
+    def _prefetch(self, k: int, inp) -> None:
+        """Build (in the background) the k the policy picks one battery band below the current one."""
+        from .policy import PolicyInput, decide
+
+        if inp.battery is None or inp.charging:
+            return
+        band = self.policy_state.policy.band_for(inp.battery)
+        if band.min_percent <= 0:
+            return
+        lower = PolicyInput(max(0.0, band.min_percent - 1.0), False, inp.low_power, inp.thermal, inp.budget_ms)
+        nxt = decide(self.policy_state.latency, self.policy_state.policy, lower).k
+        unit, cur_unit = self._unit_of_k[nxt][0], self._unit_of_k[k][0]
+        if nxt != k and not self.cache.ready(unit) and not self.cache.pending() and self.cache.fits(unit, keep={cur_unit}):
+            self.cache.build_async(unit, keep={cur_unit})
+
+    def wait(self) -> None:
+        """Wait for the background builds (tests, benchmarks)."""
+        self.cache.wait()
 
     def describe(self) -> dict:
         return {"export": str(self.manifest.dir), "file": self.file, "backend": self.backend_name,
-                "heads": self.heads, "load_ms": round(self.load_ms, 3), "policy": self.policy_source}
+                "heads": self.heads, "materialize": self.materialize, "memory_budget_mb": round(self.memory_budget_mb),
+                "load_ms": round(self.load_ms, 3), "policy": self.policy_source, "note": self.materialize_note}
 
     def close(self) -> None:
-        while self._sessions:
-            self._sessions.popitem()[1].close()
+        self.cache.close()
+
+
+def _weight_bytes(table, k: int) -> int:
+    """float32 bytes of subnetwork k's parameters, from the slicing table."""
+    import math
+
+    cuts = table.cuts(table.widths(k))
+    total = 0
+    for name in table.subnet_params(k).values():
+        p = table.params[name]
+        total += math.prod(cuts[p.rule].shape(p.shape))
+    return 4 * total

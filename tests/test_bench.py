@@ -98,11 +98,18 @@ def test_bench_single_export_writes_a_valid_report(tiny_exports, tmp_path, capsy
     code, out, err = run_cli(bench_args(tiny_exports["single"], tmp_path), capsys)
     assert code in (0, None), err
     rep = load_report(report_path(tmp_path, "test-box"))  # validates against the schema
-    rows = {r["k"]: r for r in rep["rows"]}
-    assert sorted(rows) == list(HEADS)
+    rows = {r["k"]: r for r in rep["rows"] if r["materialize"] == "eager"}
+    lazy = {r["k"]: r for r in rep["rows"] if r["materialize"] == "lazy"}
+    assert sorted(rows) == sorted(lazy) == list(HEADS) and len(rep["rows"]) == 2 * len(HEADS)
+    size = sum((tiny_exports["single"] / "onnx" / f).stat().st_size for f in ("hydravit.onnx", "hydravit.onnx.data"))
+    for k, r in lazy.items():  # the graph of k over the shared weights: its own session, built when needed
+        assert r["artifact"] == f"onnx/hydravit.k{k}.onnx" and r["mode"] == "single" and r["file_bytes"] == size
+        assert r["cold_switch_ms"] > 0 and r["switch_ms"] >= 0 and r["extra"]["switch_from_k"] != k
+        assert r["rss_anon_mb"] > 0 and r["rss_file_mb"] > 0 and r["peak_switch_rss_mb"] >= r["rss_anon_mb"]
     prof = {p.k: p for p in profile(tiny_config(), HEADS)}
     for k, r in rows.items():
         assert r["backend"] == "onnxruntime" and r["mode"] == "single" and r["artifact"] == "onnx/hydravit.onnx"
+        assert r["cold_switch_ms"] is None  # every k resident
         assert r["runs"] == 3 and 0 < r["latency_min_ms"] <= r["latency_median_ms"] <= r["latency_p90_ms"]
         assert r["throughput_batch"] == 2 and r["throughput_per_s"] > 0 and r["load_ms"] > 0
         assert r["switch_ms"] is not None and r["switch_ms"] >= 0  # one artifact, several k
@@ -110,7 +117,7 @@ def test_bench_single_export_writes_a_valid_report(tiny_exports, tmp_path, capsy
         # measured in the worker, not estimated: above what the bare interpreter held before loading
         assert r["peak_rss_mb"] >= r["extra"]["rss_before_load_mb"] > 10
         assert r["macs"] == prof[k].macs and r["params"] == prof[k].params and r["paper_ram_mb"] == prof[k].ram_mb
-        assert r["file_bytes"] == (tiny_exports["single"] / "onnx" / "hydravit.onnx").stat().st_size
+        assert r["file_bytes"] == size  # the graph and its external data
     assert rep["manifest_sha256"] and rep["device"]["name"] == "test-box" and rep["source"] == "measured"
     assert "onnxruntime" in rep["device"]["runtimes"]
     assert "report:" in out and "onnxruntime single" in out
@@ -146,15 +153,17 @@ def test_a_second_export_keeps_the_first_exports_rows(tiny_exports, tmp_path, ca
         assert code in (0, None), err
     assert "row(s) of 1 other export(s) are kept (single)" in " ".join(out.split())
     rep = load_report(report_path(tmp_path, "test-box"))
-    assert [(r["manifest_sha256"], r["export_dir"], r["mode"], r["k"]) for r in rep["rows"]] == [
-        (single, str(tiny_exports["single"]), "single", 1), (per_k, str(tiny_exports["per-k"]), "per-k", 1)]
+    assert [(r["manifest_sha256"], r["export_dir"], r["mode"], r.get("materialize"), r["k"]) for r in rep["rows"]] == [
+        (single, str(tiny_exports["single"]), "single", "lazy", 1),
+        (single, str(tiny_exports["single"]), "single", "eager", 1),
+        (per_k, str(tiny_exports["per-k"]), "per-k", None, 1)]
     assert rep["manifest_sha256"] == per_k and [e["manifest_sha256"] for e in rep["exports"]] == [single, per_k]
-    before = rep["rows"][1]
+    before = rep["rows"][2]
     code, out, err = run_cli(bench_args(tiny_exports["single"], tmp_path, "--heads", "1", "--runs", "2"), capsys)
     assert code in (0, None), err
     rep = load_report(report_path(tmp_path, "test-box"))
-    assert [(r["manifest_sha256"], r["k"]) for r in rep["rows"]] == [(single, 1), (per_k, 1)]
-    assert rep["rows"][1] == before  # the other export's row is untouched
+    assert [(r["manifest_sha256"], r["k"]) for r in rep["rows"]] == [(single, 1), (single, 1), (per_k, 1)]
+    assert rep["rows"][2] == before  # the other export's row is untouched
     assert [g.label for g in export_groups(rep)] == ["single", "per-k"]
 
 

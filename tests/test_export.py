@@ -60,8 +60,24 @@ def test_onnx_single_graph_switches_k_and_matches_pytorch(onnx_exports, model):
     assert rep.passed and {r.k for r in rep.results} == set(KS)
     assert all(r.status is Status.PASSED and r.max_abs_err <= 1e-4 and r.top1_agreement == 1.0 for r in rep.results)
     t = rep.manifest["targets"]["onnx"]
-    assert t["mode"] == "single" and [f["path"] for f in t["files"]] == ["onnx/hydravit.onnx"]
+    assert t["mode"] == "single" and [f["path"] for f in t["files"]] == [
+        "onnx/hydravit.k2.onnx", "onnx/hydravit.k4.onnx", "onnx/hydravit.onnx", "onnx/hydravit.onnx.data"]
     assert {a["file"] for a in t["artifacts"]} == {"onnx/hydravit.onnx"}
+    # every weight stored once, in the external data file (64 KiB-aligned offsets: onnxruntime maps it);
+    # the graph of each k references the same bytes, so the graphs themselves hold no weights
+    sizes = {f["path"]: f["bytes"] for f in t["files"]}
+    params = sum(p.numel() for p in model.parameters()) * 4
+    assert params <= sizes["onnx/hydravit.onnx.data"] < params * 1.1 + 64 * 1024 * 40
+    assert all(sizes[f"onnx/hydravit.k{k}.onnx"] < 0.05 * params for k in KS)
+    import onnx
+
+    for k in KS:
+        g = onnx.load(str(rep.out_dir / f"onnx/hydravit.k{k}.onnx"), load_external_data=False)
+        ext = [i for i in g.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+        assert ext and all(dict((e.key, e.value) for e in i.external_data)["location"] == "hydravit.onnx.data"
+                           and int(dict((e.key, e.value) for e in i.external_data)["offset"]) % 65536 == 0 for i in ext)
+    lazy = [r for r in rep.results if r.check == "lazy"]
+    assert sorted(r.k for r in lazy) == list(KS) and all(r.ok and r.max_abs_err <= 1e-4 for r in lazy)
     # one session, k chosen per run through the `heads` input (int64, shape [1]), no reload
     import onnxruntime as ort
     import torch
@@ -144,7 +160,7 @@ def test_directory_hash_is_a_tree_hash(tmp_path):
 
 def test_validate_dir_and_cli(onnx_exports, capsys):
     rep = validate_dir(onnx_exports["single"].out_dir)
-    assert rep.passed and {r.check for r in rep.results} == {"integrity", "runtime"}
+    assert rep.passed and {r.check for r in rep.results} == {"integrity", "runtime", "lazy"}
     with pytest.raises(SystemExit) as e:
         main(["validate", str(onnx_exports["per-k"].out_dir)])
     assert e.value.code in (0, None)

@@ -64,7 +64,7 @@ def test_switching_k_reuses_one_session(tiny_exports, monkeypatch):
             super().__init__(*a, **kw)
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", Counting)
-    rt = Runtime(tiny_exports["single"])
+    rt = Runtime(tiny_exports["single"], materialize="eager")
     assert rt.file == "onnx/hydravit.onnx" and rt.heads == list(HEADS) and len(created) == 1
     session, ort_session = rt.session, rt.session.sess
     model = tiny_hydra()
@@ -85,7 +85,7 @@ def test_switching_k_reuses_one_session(tiny_exports, monkeypatch):
 def test_policy_picks_k_from_power_state(tiny_exports, lut_path):
     from hydravit_edge.runtime import Runtime
 
-    rt = Runtime(tiny_exports["single"], lut=lut_path, device="edge-box")
+    rt = Runtime(tiny_exports["single"], lut=lut_path, device="edge-box", materialize="eager")
     x = _images(1)
     assert rt.predict(x, power={"battery": 90}).k == 2          # k=4 (4 ms p90) misses the 3 ms budget
     assert rt.predict(x, power={"battery": 90, "budget_ms": 10}).k == 4
@@ -109,7 +109,8 @@ def test_battery_read_from_sysfs(tiny_exports, lut_path, tmp_path):
     (bat / "type").write_text("Battery\n")
     (bat / "capacity").write_text("12\n")
     (bat / "status").write_text("Discharging\n")
-    rt = Runtime(tiny_exports["single"], lut=lut_path, device="edge-box", sys_root=tmp_path, power_interval_s=0)
+    rt = Runtime(tiny_exports["single"], lut=lut_path, device="edge-box", sys_root=tmp_path, power_interval_s=0,
+                 background=False)
     out = rt.predict(_images(1))
     assert out.k == 1 and out.decision.battery_percent == 12.0
     assert out.power == {"battery": 12.0, "charging": False, "low_power": False, "thermal": None, "budget_ms": None}
@@ -173,7 +174,7 @@ def test_per_k_files_switch_k(tiny_exports):
     assert rt.file == "onnx/k1.onnx"
     for k in (2, 1, 2):
         assert rt.predict(x, heads=k).load_ms > 0  # keep=1: each switch closes one file and opens another
-    assert rt.loads == 4 and len(rt._sessions) == 1
+    assert rt.loads == 4 and len(rt.cache.units) == 1
     with pytest.raises(UsageError, match="heads=3 is not in"):
         Runtime(tiny_exports["per-k"], mode="per-k", heads=3)
     rt.close()

@@ -129,7 +129,15 @@ class LutRow(Model):
     throughput_batch: Optional[Annotated[int, Field(ge=1)]] = None
     load_ms: NonNeg = None
     switch_ms: NonNeg = None
+    """Warm switch: extra latency of the first run after switching to this k while it is materialised."""
+    cold_switch_ms: NonNeg = None
+    """Cold switch: making this k runnable when it is not (building its session, or opening its file)."""
     peak_rss_mb: NonNeg = None
+    rss_anon_mb: NonNeg = None
+    """Steady anonymous resident memory with this k active (what the memory budget counts)."""
+    rss_file_mb: NonNeg = None
+    """Steady file-backed resident memory with this k active (memory-mapped weights: pages the OS may drop)."""
+    peak_switch_rss_mb: NonNeg = None
     paper_ram_mb: NonNeg = None
     file_bytes: Count = None
     params: Count = None
@@ -151,6 +159,10 @@ class LutDeviceEntry(Model):
     mode: Optional[Literal["single", "per-k", "eager"]] = None
     compute: Optional[str] = None
     precision: Optional[str] = None
+    materialize: Optional[Literal["lazy", "eager"]] = None
+    """Single artifacts: how the rows' k were materialised (lazy: one k's session at a time; eager: every k in one session)."""
+    memory_budget_mb: Optional[Annotated[float, Field(gt=0)]] = None
+    """Most resident memory the runtime's materialised k may take together on this device (default: a quarter of its memory)."""
     artifact: Optional[str] = None
     """The single artifact all rows come from; null when rows name different files."""
     manifest_sha256: Optional[str] = None
@@ -283,6 +295,10 @@ class LutDevice:
     @property
     def backend(self) -> str:
         return self.entry.backend
+
+    @property
+    def memory_budget_mb(self) -> Optional[float]:
+        return self.entry.memory_budget_mb
 
     @property
     def rows(self) -> list[LutRow]:

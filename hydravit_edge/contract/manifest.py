@@ -378,9 +378,11 @@ class Manifest(Document):
         return next((f for f in self.target(target).files if f.path == file), None)
 
     def file_bytes(self, target: str, file: str) -> Optional[int]:
+        """Bytes of an artifact file, with its ONNX external data (``<file>.data``) when it has one."""
         info = self.file_info(target, file)
         if info is not None:
-            return int(info.bytes)
+            data = self.file_info(target, f"{file}.data")
+            return int(info.bytes) + (int(data.bytes) if data is not None else 0)
         p = self.dir / file
         if p.is_file():
             return p.stat().st_size
@@ -393,6 +395,25 @@ class Manifest(Document):
         out: dict[str, list[dict]] = {}
         for r in self.artifacts(target):
             out.setdefault(r["file"], []).append(r)
+        return out
+
+    def lazy_graphs(self, target: str) -> Optional[dict[int, tuple[str, dict]]]:
+        """``{k: (file, record)}``: the graph of each k of ``target``'s single artifact, over the weights
+        it stores once (``extra.lazy_graph``; what lazy materialisation opens), as a record of one k with
+        the image input only.  None when the single artifact has none (or the export is per-k)."""
+        files = {f: recs for f, recs in self.files_by_artifact(target).items() if len(recs) > 1}
+        if not files:
+            return None
+        file, recs = max(files.items(), key=lambda kv: len(kv[1]))
+        folder = file.rsplit("/", 1)[0] + "/" if "/" in file else ""
+        out = {}
+        for r in recs:
+            graph = (r.get("extra") or {}).get("lazy_graph")
+            if not graph:
+                return None
+            path = folder + graph
+            out[int(r["k"])] = (path, dict(r, file=path, entry=None, entry_kind="graph", extra={},
+                                           inputs=[i for i in r.get("inputs") or [] if i.get("name") != "heads"]))
         return out
 
     def to_dict(self) -> dict:

@@ -42,9 +42,9 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 def group_key(row: Any) -> tuple:
-    """Which runtime configuration a row belongs to: (backend, mode, compute, precision)."""
+    """Which runtime configuration a row belongs to: (backend, mode, compute, precision, materialize)."""
     get = row.get if isinstance(row, dict) else (lambda name, default=None: getattr(row, name, default))
-    return (get("backend"), get("mode"), get("compute"), get("precision"))
+    return (get("backend"), get("mode"), get("compute"), get("precision"), get("materialize"))
 
 
 def row_manifest(row: Any, default: Optional[str] = None) -> Optional[str]:
@@ -183,6 +183,16 @@ class ReportRow(Model):
     """Time to load the artifact (and prepare the entry) before the first run."""
     switch_ms: Ms = None
     """Extra cost of switching to this k inside an already loaded single artifact: first-run latency after a switch minus the median (or, where the runtime must load the entry, e.g. a Core ML function, that load time). Null for per-k artifacts."""
+    materialize: Optional[Literal["lazy", "eager"]] = None
+    """Single artifacts: 'lazy' (this k's own session, built from the weights the artifact stores once when the k is needed; the runtime's default) or 'eager' (one session holding every k)."""
+    cold_switch_ms: Ms = None
+    """Time to make this k runnable when it is not: building its session (lazy) or opening its file (per-k). Null where every k is resident (eager)."""
+    rss_anon_mb: Ms = None
+    """Steady anonymous resident memory of the process with this k active (heap: folded and packed weights, activations, the runtime), after freed memory went back to the OS."""
+    rss_file_mb: Ms = None
+    """Steady file-backed resident memory with this k active (memory-mapped weights, libraries): clean pages the OS may drop."""
+    peak_switch_rss_mb: Ms = None
+    """Peak resident memory while switching to another k (lazy: building the other k's session while this one stays open)."""
     peak_rss_mb: Ms = None
     """Measured peak resident memory of the process that ran this k."""
     file_bytes: Count = None
