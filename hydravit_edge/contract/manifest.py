@@ -159,6 +159,23 @@ class TensorSpecModel(OpenModel):
     description: Optional[str] = None
 
 
+class ArtifactExtra(OpenModel):
+    """Target-specific facts of one k's artifact; targets may add fields."""
+
+    heads_input: Optional[str] = None
+    """ONNX single: the input that selects k (heads)."""
+    heads_value: Optional[list[int]] = None
+    """ONNX single: the value to feed it ([k])."""
+    branch: Optional[str] = None
+    """ONNX single: the If branch of k."""
+    branch_local_bytes: Optional[NonNeg] = None
+    """ONNX single: bytes of constants inside k's branch (not shared weights)."""
+    external_data: Optional[str] = None
+    """ONNX: the file (next to the artifact, relative to its folder) holding its weights; open such a graph by path."""
+    lazy_graph: Optional[str] = None
+    """ONNX single: the graph of this k alone over the same external weights (relative to the artifact's folder). A session of it holds only k; the runtime's lazy mode opens it. No heads input."""
+
+
 class ArtifactSpec(OpenModel):
     """Where subnetwork k lives and how to call it."""
 
@@ -173,7 +190,7 @@ class ArtifactSpec(OpenModel):
     mode: Literal["single", "per-k"]
     inputs: list[TensorSpecModel]
     outputs: list[TensorSpecModel]
-    extra: Optional[dict[str, Any]] = None
+    extra: Optional[ArtifactExtra] = None
     """Target-specific facts for this k (e.g. heads_input and heads_value for ONNX single)."""
     notes: Optional[list[str]] = None
 

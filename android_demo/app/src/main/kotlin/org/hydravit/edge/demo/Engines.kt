@@ -57,7 +57,12 @@ abstract class ManifestEngine(manifest: ExportManifest, final override val targe
     }
 }
 
-/** ONNX Runtime: the single graph takes `image` and `heads` (int64 [1]) per run. */
+/**
+ * ONNX Runtime. A single artifact with graphs per k (`lazyGraph`) opens the graph of the k in use
+ * (one k's weights resident; switching k builds the next one's session, as the Python runtime's
+ * lazy mode does); otherwise the single graph takes `image` and `heads` (int64 [1]) per run.
+ * Graphs with external weights (`hydravit.onnx.data`) are opened by path, the data file next to them.
+ */
 class OnnxEngine(private val store: AssetStore, manifest: ExportManifest, private val threads: Int? = null) :
     ManifestEngine(manifest, Contract.ONNX_TARGET) {
     override val backend = Contract.BACKEND_ONNXRUNTIME
@@ -66,7 +71,8 @@ class OnnxEngine(private val store: AssetStore, manifest: ExportManifest, privat
     private var session: OrtSession? = null
 
     override fun prepare(k: Int) {
-        val wanted = record(k).file
+        val rec = record(k)
+        val wanted = rec.lazyGraph ?: rec.file
         if (wanted == file) return
         session?.close()
         session = timedLoad {
@@ -74,7 +80,13 @@ class OnnxEngine(private val store: AssetStore, manifest: ExportManifest, privat
                 setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT)
                 threads?.let { setIntraOpNumThreads(it) }
             }
-            env.createSession(store.bytes(wanted), options)
+            val data = rec.externalData
+            if (data != null) {
+                store.file(data)  // copied out of the APK next to the graph: onnxruntime maps it from there
+                env.createSession(store.file(wanted).absolutePath, options)
+            } else {
+                env.createSession(store.bytes(wanted), options)
+            }
         }
         file = wanted
     }
@@ -85,7 +97,7 @@ class OnnxEngine(private val store: AssetStore, manifest: ExportManifest, privat
         val feeds = LinkedHashMap<String, OnnxTensor>()
         return try {
             feeds[rec.imageInput?.name ?: Contract.ONNX_IMAGE_INPUT] = OnnxTensor.createTensor(env, FloatBuffer.wrap(input), shape)
-            rec.headsInput?.let { spec ->
+            rec.headsInput?.takeIf { rec.lazyGraph == null }?.let { spec ->
                 val headsShape = if (spec.shape.isEmpty()) longArrayOf() else longArrayOf(1)
                 feeds[spec.name] = if (spec.dtype == "int32") {
                     OnnxTensor.createTensor(env, IntBuffer.wrap(intArrayOf(k)), headsShape)

@@ -22,6 +22,14 @@ data class ArtifactInfo(
     val mode: String,
     val inputs: List<TensorInfo>,
     val outputs: List<TensorInfo>,
+    /**
+     * Single ONNX artifact: the graph of this k alone over the weights the artifact stores once
+     * (`extra.lazy_graph`, here relative to the manifest like `file`). A session of it holds one k:
+     * what the Python runtime opens by default (`materialize="lazy"`); it has no `heads` input.
+     */
+    val lazyGraph: String? = null,
+    /** The external weights file `file` (and `lazyGraph`) read, relative to the manifest; open such graphs by path. */
+    val externalData: String? = null,
 ) {
     /** The input holding the image (the first float input, normally `image`). */
     val imageInput: TensorInfo?
@@ -86,14 +94,19 @@ class ExportManifest(val json: JSONObject) {
         val defaultMode = t.optString("mode", "per-k")
         return (0 until arr.length()).map { i ->
             val r = arr.getJSONObject(i)
+            val extra = r.optJSONObject("extra") ?: JSONObject()
+            val file = r.getString("file")
+            val folder = if (file.contains('/')) file.substringBeforeLast('/') + "/" else ""
             ArtifactInfo(
                 k = r.getInt("k"),
-                file = r.getString("file"),
+                file = file,
                 entry = if (r.isNull("entry")) null else r.getString("entry"),
                 entryKind = r.optString("entry_kind", "graph"),
                 mode = if (r.isNull("mode")) defaultMode else r.getString("mode"),
                 inputs = tensors(r.optJSONArray("inputs")),
                 outputs = tensors(r.optJSONArray("outputs")),
+                lazyGraph = extra.optString("lazy_graph", "").takeIf { it.isNotEmpty() }?.let { folder + it },
+                externalData = extra.optString("external_data", "").takeIf { it.isNotEmpty() }?.let { folder + it },
             )
         }.sortedBy { it.k }
     }

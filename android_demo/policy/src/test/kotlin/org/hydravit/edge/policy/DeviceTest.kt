@@ -78,6 +78,9 @@ class DeviceTest {
             assertEquals("int64", rec.headsInput!!.dtype)
             assertEquals(listOf<Any>(1), rec.headsInput!!.shape)
             assertEquals(Contract.ONNX_LOGITS_OUTPUT, rec.outputs.single().name)
+            assertEquals("onnx/hydravit.k${rec.k}.onnx", rec.lazyGraph)
+            assertEquals("onnx/hydravit.onnx.data", rec.externalData)
+            assertTrue(File(File(path).parentFile, rec.lazyGraph!!).isFile)
         }
         assertEquals(manifest.numClasses, manifest.labels.size)
         assertEquals(3, manifest.mean.size)
@@ -113,6 +116,7 @@ class DeviceTest {
         assertEquals("heads", onnx[0].headsInput!!.name)
         assertEquals("image", onnx[0].imageInput!!.name)
         assertEquals(Contract.executorchMethod(3), manifest.artifacts("executorch")[0].entry)
+        assertEquals(null, onnx[0].lazyGraph)  // an export without graphs per k: the single graph, eager
         assertThrows(ManifestException::class.java) { manifest.artifacts("coreml") }
         assertThrows(ManifestException::class.java) { ExportManifest.parse("{}") }
         assertThrows(ManifestException::class.java) {
