@@ -24,8 +24,19 @@ The rule, with every threshold a field of the LUT's ``policy`` section (defaults
    ``k = max(choice(battery - hysteresis), min(previous_k, choice(battery)))``.  It drops at
    once.  Not applied while charging or when the battery level is unknown.
 
+4. Switch cost.  Given which k are materialised now (``materialized``: their sessions are
+   built) and the seconds since the last cold switch (``cold_switch_age_s``), k does not RISE
+   onto a k that is not materialised while the last cold switch was less than
+   ``cold_switch_min_interval_s`` ago (default 30 s; 0: off): building a k costs a second or
+   more and its memory, so a policy that flaps between bands must not rebuild each time.  It
+   drops at once (a drop answers the battery, the heat or the budget).  Without
+   ``materialized`` (every k resident, or unknown) the rule does not apply.
+
+The memory budget: a LUT device entry with ``memory_budget_mb`` leaves out the k whose steady
+``rss_anon_mb`` exceeds it (the smallest k always stays), before the rules above.
+
 The result names what limited k (``limit``): ``none`` (the largest k), ``battery``,
-``thermal``, ``low_power``, ``budget`` or ``hysteresis``.  The Kotlin
+``thermal``, ``low_power``, ``budget``, ``hysteresis`` or ``switch_cost``.  The Kotlin
 (``android_demo/policy``) and Swift (``ios_demo/HydraPolicy``) ports implement the same
 rule; ``tests/policy_vectors.json`` holds the cases all three pass.
 
@@ -47,7 +58,7 @@ __all__ = [
 ]
 
 THERMAL_STATES = ("nominal", "fair", "serious", "critical")
-LIMITS = ("none", "battery", "thermal", "low_power", "budget", "hysteresis")
+LIMITS = ("none", "battery", "thermal", "low_power", "budget", "hysteresis", "switch_cost")
 
 #: Policy defaults written into every LUT (``hydravit-edge lut build``).
 DEFAULT_POLICY: dict[str, Any] = {
@@ -62,6 +73,7 @@ DEFAULT_POLICY: dict[str, Any] = {
         {"name": "low", "min_percent": 0.0, "max_k_fraction": 0.25},
     ],
     "thermal_max_k_fraction": {"nominal": 1.0, "fair": 1.0, "serious": 0.5, "critical": 0.0},
+    "cold_switch_min_interval_s": 30.0,
 }
 
 #: Slack when comparing ``k <= fraction * k_max`` (so 0.29 * 100 still allows k = 29).
@@ -104,6 +116,7 @@ class PolicyConfig:
     battery_bands: tuple[Band, ...] = tuple(Band(**b) for b in DEFAULT_POLICY["battery_bands"])
     thermal_max_k_fraction: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_POLICY["thermal_max_k_fraction"]))
+    cold_switch_min_interval_s: float = DEFAULT_POLICY["cold_switch_min_interval_s"]
 
     FIELDS = tuple(DEFAULT_POLICY)
 
@@ -149,6 +162,9 @@ class PolicyConfig:
             low_power_max_k_fraction=_number(merged["low_power_max_k_fraction"], "low_power_max_k_fraction", 0, 1),
             battery_bands=tuple(bands),
             thermal_max_k_fraction=thermal,
+            cold_switch_min_interval_s=_number(
+                DEFAULT_POLICY["cold_switch_min_interval_s"] if merged["cold_switch_min_interval_s"] is None
+                else merged["cold_switch_min_interval_s"], "cold_switch_min_interval_s", 0, None),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,6 +177,7 @@ class PolicyConfig:
             "battery_bands": [{"name": b.name, "min_percent": b.min_percent, "max_k_fraction": b.max_k_fraction}
                               for b in self.battery_bands],
             "thermal_max_k_fraction": dict(self.thermal_max_k_fraction),
+            "cold_switch_min_interval_s": self.cold_switch_min_interval_s,
         }
 
     def band_for(self, percent: float) -> Band:
@@ -191,13 +208,19 @@ def parse_battery(value: Any) -> Optional[float]:
 
 @dataclass(frozen=True)
 class PolicyInput:
-    """Power state for one decision.  ``battery`` None means unknown; ``budget_ms`` None uses the policy's."""
+    """Power state for one decision.  ``battery`` None means unknown; ``budget_ms`` None uses the policy's.
+
+    ``materialized``: the k whose sessions are built now (None: every k resident, or unknown);
+    ``cold_switch_age_s``: seconds since the last cold switch (None: none yet).  Rule 4.
+    """
 
     battery: Optional[float] = None
     charging: bool = False
     low_power: bool = False
     thermal: Optional[str] = None
     budget_ms: Optional[float] = None
+    materialized: Optional[tuple[int, ...]] = None
+    cold_switch_age_s: Optional[float] = None
 
     def checked(self) -> "PolicyInput":
         battery = parse_battery(self.battery)
@@ -212,16 +235,29 @@ class PolicyInput:
             if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
                 raise PolicyError("invalid_budget", f"latency budget must be a number of milliseconds > 0, got {budget!r}")
             budget = float(budget)
-        return PolicyInput(battery, bool(self.charging), bool(self.low_power), thermal, budget)
+        mat = self.materialized
+        if mat is not None:
+            if isinstance(mat, (str, bytes)) or not all(isinstance(k, int) and not isinstance(k, bool) for k in mat):
+                raise PolicyError("invalid_switch_state", f"materialized must be a list of head counts, got {mat!r}")
+            mat = tuple(sorted(set(mat)))
+        age = self.cold_switch_age_s
+        if age is not None:
+            if isinstance(age, bool) or not isinstance(age, (int, float)) or not math.isfinite(age) or age < 0:
+                raise PolicyError("invalid_switch_state", f"cold_switch_age_s must be a number of seconds >= 0, got {age!r}")
+            age = float(age)
+        return PolicyInput(battery, bool(self.charging), bool(self.low_power), thermal, budget, mat, age)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PolicyInput":
         """From the vectors' / apps' JSON form: battery, charging, low_power, thermal, budget_ms (all optional)."""
-        unknown = set(d) - {"battery", "charging", "low_power", "thermal", "budget_ms"}
+        unknown = set(d) - {"battery", "charging", "low_power", "thermal", "budget_ms", "materialized",
+                            "cold_switch_age_s"}
         if unknown:
             raise UsageError(f"unknown policy input field(s) {sorted(unknown)}")
+        mat = d.get("materialized")
         return cls(d.get("battery"), bool(d.get("charging", False)), bool(d.get("low_power", False)),
-                   d.get("thermal"), d.get("budget_ms"))
+                   d.get("thermal"), d.get("budget_ms"), tuple(mat) if isinstance(mat, list) else mat,
+                   d.get("cold_switch_age_s"))
 
 
 @dataclass(frozen=True)
@@ -305,6 +341,23 @@ def decide(latency: Mapping[int, float], policy: PolicyConfig, inputs: PolicyInp
     if not latency:
         raise PolicyError("empty_table", "the lookup table has no rows for this device")
     inp = inputs.checked()
+    d = _decide_power(latency, policy, inp, previous_k)
+    mat, age = inp.materialized, inp.cold_switch_age_s
+    if (mat is None or previous_k is None or previous_k not in latency or previous_k not in mat or d.k in mat
+            or d.k <= previous_k or policy.cold_switch_min_interval_s <= 0 or age is None
+            or age >= policy.cold_switch_min_interval_s):
+        return d
+    reason = (f"{d.reason}; switch cost: k={d.k} is not materialised and the last cold switch was "
+              f"{_fmt(round(age, 3))} s ago (< {_fmt(policy.cold_switch_min_interval_s)} s): staying at k={previous_k}")
+    fits = None if d.budget_ms is None else latency[previous_k] <= d.budget_ms
+    return Decision(k=previous_k, limit="switch_cost", reason=reason, cap_k=d.cap_k, band=d.band,
+                    battery_percent=d.battery_percent, budget_ms=d.budget_ms, p90_ms=latency[previous_k],
+                    fits_budget=fits, held=True)
+
+
+def _decide_power(latency: Mapping[int, float], policy: PolicyConfig, inp: PolicyInput,
+                  previous_k: Optional[int]) -> Decision:
+    """Rules 1-3 (caps, budget, hysteresis) for checked inputs."""
     budget = inp.budget_ms if inp.budget_ms is not None else policy.budget_ms
     unknown = inp.battery is None
     percent = policy.unknown_battery_percent if unknown else inp.battery

@@ -20,6 +20,7 @@ ExecuTorch artifact is opened).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -178,6 +179,7 @@ class Runtime:
         self.transform = EvalTransform.from_spec(self.manifest.input, self.manifest.config)
         self.current_k: Optional[int] = first
         self._served_first = False
+        self._cold_switch_at: Optional[float] = None  # when the policy last had a k built (rule 4)
         self._power = power
         self._sys_root = sys_root
         self._power_interval = float(power_interval_s)
@@ -375,6 +377,9 @@ class Runtime:
         building: Optional[int] = None
         if heads is None:
             inp = self.power_input(power)
+            if self.materialize == "lazy":  # rule 4: no rising onto an unbuilt k right after a cold switch
+                age = None if self._cold_switch_at is None else time.monotonic() - self._cold_switch_at
+                inp = dataclasses.replace(inp, materialized=tuple(self.materialized), cold_switch_age_s=age)
             decision = self.policy_state.update(inp)
             state = {"battery": inp.battery, "charging": inp.charging, "low_power": inp.low_power,
                      "thermal": inp.thermal, "budget_ms": inp.budget_ms}
@@ -420,6 +425,7 @@ class Runtime:
                 self._prefetch(wanted, inp)
             return wanted, None, 0.0
         cur_unit = self._unit_of_k[current][0] if current is not None else None
+        self._cold_switch_at = time.monotonic()
         if (not self.background or cur_unit is None or not self.cache.ready(cur_unit)
                 or not self.cache.fits(unit, keep={cur_unit})):
             # nothing to serve meanwhile, or the budget holds one k: switch and wait

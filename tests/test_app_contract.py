@@ -186,13 +186,16 @@ def test_policy_names_match_python():
     sw = (SWIFT / "Policy.swift").read_text()
     kotlin_fields = re.findall(r'"(\w+)"', _between(kt, "val FIELDS", ")"))
     swift_fields = re.findall(r'"(\w+)"', _between(sw, "static let fields", "]"))
-    assert kotlin_fields == swift_fields == list(DEFAULT_POLICY)
+    kotlin_optional = re.findall(r'"(\w+)"', _between(kt, "val OPTIONAL_FIELDS", ")"))
+    swift_optional = re.findall(r'"(\w+)"', _between(sw, "static let optionalFields", "]"))
+    assert kotlin_fields + kotlin_optional == swift_fields + swift_optional == list(DEFAULT_POLICY)
     assert re.findall(r'"(\w+)"', _between(kt, "val THERMAL_STATES", ")")) == list(THERMAL_STATES)
     assert re.findall(r'"(\w+)"', _between(sw, "let thermalStates", "]")) == list(THERMAL_STATES)
     assert re.findall(r'"(\w+)"', _between(kt, "val LIMITS", ")")) == list(LIMITS)
     assert re.findall(r'"(\w+)"', _between(sw, "let policyLimits", "]")) == list(LIMITS)
     # error codes the vectors use are raised by both ports
-    for code in ("invalid_battery", "invalid_thermal", "invalid_budget", "invalid_policy", "unknown_device"):
+    for code in ("invalid_battery", "invalid_thermal", "invalid_budget", "invalid_policy", "invalid_switch_state",
+                 "unknown_device"):
         assert f'"{code}"' in kt + (KOTLIN / "Lut.kt").read_text(), code
         assert f'"{code}"' in sw + (SWIFT / "Lut.swift").read_text(), code
 

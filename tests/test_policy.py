@@ -53,7 +53,7 @@ def test_vectors_are_well_formed():
     expected = [s["expect"] for c in VECTORS["cases"] for s in c["steps"]]
     assert {e["limit"] for e in expected if "limit" in e} == set(LIMITS)
     assert {e["error"] for e in expected if "error" in e} == {
-        "invalid_battery", "invalid_thermal", "invalid_budget", "unknown_device"}
+        "invalid_battery", "invalid_thermal", "invalid_budget", "invalid_switch_state", "unknown_device"}
     assert any(len(c["steps"]) > 3 for c in VECTORS["cases"])
 
 

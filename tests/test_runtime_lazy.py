@@ -186,3 +186,17 @@ def test_the_lut_carries_the_memory_budget_and_the_runtime_takes_it(tiny_exports
     assert {e.materialize for e in table.devices} == {"lazy", "eager"}
     rt = Runtime(tiny_exports["single"], lut=lut, device="test-box")
     assert rt.memory_budget_mb == 321
+
+
+def test_the_policy_does_not_rise_onto_an_unbuilt_k_right_after_a_cold_switch(tiny_exports):
+    from hydravit_edge.runtime import Runtime
+
+    rt = Runtime(tiny_exports["single"], heads=1, keep=1, background=False, prefetch=False)
+    x = _images(1)
+    assert rt.predict(x, power={"battery": 30}).k == 2  # built now: a cold switch
+    held = rt.predict(x, power={"battery": 100})  # k=4 is not built and the last cold switch was just now
+    assert held.k == 2 and held.decision.limit == "switch_cost" and not held.waited
+    rt._cold_switch_at -= 31  # half a minute later the rise is allowed
+    out = rt.predict(x, power={"battery": 100})
+    assert out.k == 4 and out.waited and rt.materialized == [4]
+    assert rt.predict(x, power={"battery": 5}).k == 1  # a drop never waits for the interval

@@ -101,6 +101,8 @@ class LutPolicy(Model):
     battery_bands: Annotated[list[Band], Field(min_length=1)]
     """Bands by battery level when not charging: the first (highest) band with battery >= min_percent caps k at max_k_fraction x k_max. One band must start at 0."""
     thermal_max_k_fraction: ThermalCaps
+    cold_switch_min_interval_s: Optional[Annotated[float, Field(ge=0)]] = None
+    """k does not rise onto a k that is not materialised within this many seconds of the last cold switch (0: off; absent: 30)."""
 
 
 class PolicyOverride(Model):
@@ -113,6 +115,7 @@ class PolicyOverride(Model):
     low_power_max_k_fraction: Optional[Fraction] = None
     battery_bands: Optional[Annotated[list[Band], Field(min_length=1)]] = None
     thermal_max_k_fraction: Optional[ThermalCaps] = None
+    cold_switch_min_interval_s: Optional[Annotated[float, Field(ge=0)]] = None
 
 
 class LutRow(Model):
@@ -310,8 +313,12 @@ class LutDevice:
 
     @property
     def latency(self) -> dict[int, float]:
-        """k -> p90 ms, what the policy compares with the budget."""
-        return {r.k: r.p90_ms for r in self.rows}
+        """k -> p90 ms, what the policy compares with the budget: the k that fit the entry's memory
+        budget (steady ``rss_anon_mb`` within ``memory_budget_mb``; the smallest k always stays)."""
+        budget = self.entry.memory_budget_mb
+        smallest = min(r.k for r in self.rows)
+        return {r.k: r.p90_ms for r in self.rows
+                if budget is None or r.rss_anon_mb is None or r.rss_anon_mb <= budget or r.k == smallest}
 
     def row(self, k: int) -> LutRow:
         for r in self.rows:

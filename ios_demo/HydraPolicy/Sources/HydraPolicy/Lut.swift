@@ -10,28 +10,40 @@ public let lutSchemaVersion = 1
 public struct LutDevice {
     public let entry: [String: Any]
     public let policy: PolicyConfig
-    /// k -> p90 ms, what the policy compares with the budget.
+    /// k -> p90 ms, what the policy compares with the budget: the k whose steady memory
+    /// (`rss_anon_mb`) fits the entry's `memory_budget_mb` (the smallest k always stays).
     public let latency: [Int: Double]
+    /// Every k of the entry's rows.
+    public let ks: [Int]
+    /// Most resident memory the materialised k may take together here (nil: the app's default).
+    public var memoryBudgetMb: Double? { jsonNumber(entry["memory_budget_mb"]) }
 
     public init(entry: [String: Any], policy: PolicyConfig) throws {
         guard let rows = entry["rows"] as? [[String: Any]], !rows.isEmpty else {
             throw PolicyError("invalid_lut", "device entry has no rows")
         }
-        var latency: [Int: Double] = [:]
+        var all: [Int: (p90: Double, memory: Double?)] = [:]
         for row in rows {
             guard let k = jsonNumber(row["k"]), let p90 = jsonNumber(row["p90_ms"]) else {
                 throw PolicyError("invalid_lut", "a LUT row needs k and p90_ms")
             }
-            latency[Int(k)] = p90
+            all[Int(k)] = (p90, jsonNumber(row["rss_anon_mb"]))
+        }
+        let budget = jsonNumber(entry["memory_budget_mb"])
+        let smallest = all.keys.min()!
+        var latency: [Int: Double] = [:]
+        for (k, row) in all {
+            if let b = budget, let m = row.memory, m > b, k != smallest { continue }
+            latency[k] = row.p90
         }
         self.entry = entry
         self.policy = policy
         self.latency = latency
+        self.ks = all.keys.sorted()
     }
 
     public var name: String { entry["name"] as? String ?? "" }
     public var backend: String { entry["backend"] as? String ?? "" }
-    public var ks: [Int] { latency.keys.sorted() }
 
     public func decide(_ inputs: PolicyInput, previousK: Int? = nil) throws -> Decision {
         try Policy.decide(latency: latency, policy: policy, inputs: inputs, previousK: previousK)

@@ -24,7 +24,7 @@ public struct PolicyError: Error, CustomStringConvertible, Equatable {
 }
 
 public let thermalStates = ["nominal", "fair", "serious", "critical"]
-public let policyLimits = ["none", "battery", "thermal", "low_power", "budget", "hysteresis"]
+public let policyLimits = ["none", "battery", "thermal", "low_power", "budget", "hysteresis", "switch_cost"]
 
 private let eps = 1e-9
 
@@ -64,11 +64,15 @@ public struct PolicyConfig: Equatable {
     /// Sorted by minPercent, highest first; the last starts at 0.
     public let batteryBands: [Band]
     public let thermalMaxKFraction: [String: Double]
+    /// Rule 4: no rising onto a k that is not materialised within this many seconds of the last cold switch (0: off).
+    public let coldSwitchMinIntervalS: Double
 
     public static let fields = [
         "budget_ms", "hysteresis_percent", "unknown_battery_percent", "charging_max_k_fraction",
         "low_power_max_k_fraction", "battery_bands", "thermal_max_k_fraction",
     ]
+    /// Fields a policy may leave out (their defaults apply).
+    public static let optionalFields = ["cold_switch_min_interval_s"]
 
     /// Parse a complete policy object (the LUT's table-wide policy merged with a device's overrides).
     public init(json: [String: Any]) throws {
@@ -82,7 +86,7 @@ public struct PolicyConfig: Equatable {
             return d
         }
         let keys = Set(json.keys)
-        let unknown = keys.subtracting(Self.fields)
+        let unknown = keys.subtracting(Self.fields).subtracting(Self.optionalFields)
         if !unknown.isEmpty { throw invalid("unknown policy field(s) \(unknown.sorted())") }
         let missing = Self.fields.filter { !keys.contains($0) }
         if !missing.isEmpty { throw invalid("policy lacks field(s) \(missing)") }
@@ -123,6 +127,11 @@ public struct PolicyConfig: Equatable {
         unknownBatteryPercent = try number(json, "unknown_battery_percent", 0, 100)
         chargingMaxKFraction = try number(json, "charging_max_k_fraction", 0, 1)
         lowPowerMaxKFraction = try number(json, "low_power_max_k_fraction", 0, 1)
+        if json["cold_switch_min_interval_s"] == nil || json["cold_switch_min_interval_s"] is NSNull {
+            coldSwitchMinIntervalS = 30
+        } else {
+            coldSwitchMinIntervalS = try number(json, "cold_switch_min_interval_s", 0, nil)
+        }
     }
 
     public func band(for percent: Double) -> Band {
@@ -137,23 +146,48 @@ public struct PolicyInput: Equatable {
     public var lowPower: Bool
     public var thermal: String?
     public var budgetMs: Double?
+    /// The k whose sessions are built now (nil: every k resident, or unknown).
+    public var materialized: Set<Int>?
+    /// Seconds since the last cold switch (nil: none yet).
+    public var coldSwitchAgeS: Double?
+    /// Set when the JSON form's `materialized` held something other than head counts (checked() throws).
+    var invalidMaterialized = false
 
     public init(battery: Double? = nil, charging: Bool = false, lowPower: Bool = false, thermal: String? = nil,
-                budgetMs: Double? = nil) {
+                budgetMs: Double? = nil, materialized: Set<Int>? = nil, coldSwitchAgeS: Double? = nil) {
         self.battery = battery
         self.charging = charging
         self.lowPower = lowPower
         self.thermal = thermal
         self.budgetMs = budgetMs
+        self.materialized = materialized
+        self.coldSwitchAgeS = coldSwitchAgeS
     }
 
-    /// From the vectors' JSON form: battery, charging, low_power, thermal, budget_ms (all optional).
+    /// From the vectors' JSON form: battery, charging, low_power, thermal, budget_ms, materialized,
+    /// cold_switch_age_s (all optional).
     public init(json: [String: Any]) {
+        var mat: Set<Int>? = nil
+        var invalid = false
+        if let items = json["materialized"] as? [Any] {
+            var ks = Set<Int>()
+            for item in items {
+                if let n = item as? NSNumber, !(item is String), n.doubleValue == n.doubleValue.rounded() {
+                    ks.insert(n.intValue)
+                } else {
+                    invalid = true
+                }
+            }
+            mat = ks
+        }
         self.init(battery: jsonNumber(json["battery"]),
                   charging: (json["charging"] as? Bool) ?? false,
                   lowPower: (json["low_power"] as? Bool) ?? false,
                   thermal: json["thermal"] as? String,
-                  budgetMs: jsonNumber(json["budget_ms"]))
+                  budgetMs: jsonNumber(json["budget_ms"]),
+                  materialized: mat,
+                  coldSwitchAgeS: jsonNumber(json["cold_switch_age_s"]))
+        invalidMaterialized = invalid
     }
 
     public func checked() throws -> PolicyInput {
@@ -170,6 +204,12 @@ public struct PolicyInput: Equatable {
         }
         if let b = budgetMs, !b.isFinite || b <= 0 {
             throw PolicyError("invalid_budget", "latency budget must be a number of milliseconds > 0, got \(b)")
+        }
+        if invalidMaterialized {
+            throw PolicyError("invalid_switch_state", "materialized must be a list of head counts")
+        }
+        if let age = coldSwitchAgeS, !age.isFinite || age < 0 {
+            throw PolicyError("invalid_switch_state", "cold_switch_age_s must be a number of seconds >= 0, got \(age)")
         }
         return copy
     }
@@ -264,6 +304,25 @@ public enum Policy {
                               previousK: Int? = nil) throws -> Decision {
         if latency.isEmpty { throw PolicyError("empty_table", "the lookup table has no rows for this device") }
         let inp = try inputs.checked()
+        let d = decidePower(latency, policy, inp, previousK)
+        guard let mat = inp.materialized, let prev = previousK, latency[prev] != nil, mat.contains(prev),
+              !mat.contains(d.k), d.k > prev, policy.coldSwitchMinIntervalS > 0,
+              let age = inp.coldSwitchAgeS, age < policy.coldSwitchMinIntervalS else {
+            return d
+        }
+        var held = d
+        held.k = prev
+        held.limit = "switch_cost"
+        held.reason = d.reason + "; switch cost: k=\(d.k) is not materialised and the last cold switch was \(fmt(age)) s ago (< \(fmt(policy.coldSwitchMinIntervalS)) s): staying at k=\(prev)"
+        held.p90Ms = latency[prev]!
+        held.fitsBudget = d.budgetMs.map { latency[prev]! <= $0 }
+        held.held = true
+        return held
+    }
+
+    /// Rules 1-3 (caps, budget, hysteresis) for checked inputs.
+    static func decidePower(_ latency: [Int: Double], _ policy: PolicyConfig, _ inp: PolicyInput,
+                            _ previousK: Int?) -> Decision {
         let budget = inp.budgetMs ?? policy.budgetMs
         let unknown = inp.battery == nil
         let percent = inp.battery ?? policy.unknownBatteryPercent

@@ -13,7 +13,13 @@ const val LUT_FORMAT = "hydravit-edge-lut"
 const val LUT_SCHEMA_VERSION = 1
 
 /** One row the policy reads, plus what the app shows. */
-data class LutRow(val k: Int, val p90Ms: Double, val latencyBasis: String, val medianMs: Double?, val peakRssMb: Double?)
+data class LutRow(
+    val k: Int, val p90Ms: Double, val latencyBasis: String, val medianMs: Double?, val peakRssMb: Double?,
+    /** Steady anonymous resident memory with this k active (what the memory budget counts). */
+    val rssAnonMb: Double? = null,
+    /** Cold switch: building this k's session when it is not materialised. */
+    val coldSwitchMs: Double? = null,
+)
 
 class LutDevice(val entry: JSONObject, val policy: PolicyConfig) {
     val name: String get() = entry.getString("name")
@@ -29,12 +35,25 @@ class LutDevice(val entry: JSONObject, val policy: PolicyConfig) {
                 latencyBasis = r.getString("latency_basis"),
                 medianMs = if (r.isNull("median_ms")) null else r.getDouble("median_ms"),
                 peakRssMb = if (r.isNull("peak_rss_mb")) null else r.getDouble("peak_rss_mb"),
+                rssAnonMb = if (r.isNull("rss_anon_mb")) null else r.getDouble("rss_anon_mb"),
+                coldSwitchMs = if (r.isNull("cold_switch_ms")) null else r.getDouble("cold_switch_ms"),
             )
         }.sortedBy { it.k }
     }
 
-    /** k -> p90 ms, what the policy compares with the budget. */
-    val latency: Map<Int, Double> = rows.associate { it.k to it.p90Ms }
+    /** Most resident memory the materialised k may take together here (null: the app's default). */
+    val memoryBudgetMb: Double? get() = if (entry.isNull("memory_budget_mb")) null else entry.getDouble("memory_budget_mb")
+
+    /**
+     * k -> p90 ms, what the policy compares with the budget: the k whose steady memory fits
+     * [memoryBudgetMb] (the smallest k always stays).
+     */
+    val latency: Map<Int, Double> = run {
+        val budget = memoryBudgetMb
+        val smallest = rows.minOf { it.k }
+        rows.filter { budget == null || it.rssAnonMb == null || it.rssAnonMb <= budget || it.k == smallest }
+            .associate { it.k to it.p90Ms }
+    }
     val ks: List<Int> get() = rows.map { it.k }
 
     fun decide(inputs: PolicyInput, previousK: Int? = null): Decision = Policy.decide(latency, policy, inputs, previousK)

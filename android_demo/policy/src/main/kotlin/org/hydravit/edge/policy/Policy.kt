@@ -20,7 +20,7 @@ import org.json.JSONObject
 class PolicyException(val code: String, message: String) : IllegalArgumentException(message)
 
 val THERMAL_STATES: List<String> = listOf("nominal", "fair", "serious", "critical")
-val LIMITS: List<String> = listOf("none", "battery", "thermal", "low_power", "budget", "hysteresis")
+val LIMITS: List<String> = listOf("none", "battery", "thermal", "low_power", "budget", "hysteresis", "switch_cost")
 
 private const val EPS = 1e-9
 
@@ -35,6 +35,8 @@ data class PolicyConfig(
     /** Sorted by minPercent, highest first; the last starts at 0. */
     val batteryBands: List<Band>,
     val thermalMaxKFraction: Map<String, Double>,
+    /** Rule 4: no rising onto a k that is not materialised within this many seconds of the last cold switch (0: off). */
+    val coldSwitchMinIntervalS: Double = 30.0,
 ) {
     fun bandFor(percent: Double): Band = batteryBands.firstOrNull { percent >= it.minPercent } ?: batteryBands.last()
 
@@ -43,11 +45,13 @@ data class PolicyConfig(
             "budget_ms", "hysteresis_percent", "unknown_battery_percent", "charging_max_k_fraction",
             "low_power_max_k_fraction", "battery_bands", "thermal_max_k_fraction",
         )
+        /** Fields a policy may leave out (their defaults apply). */
+        val OPTIONAL_FIELDS: List<String> = listOf("cold_switch_min_interval_s")
 
         /** Parse a complete policy object (the LUT's table-wide policy merged with a device's overrides). */
         fun fromJson(obj: JSONObject): PolicyConfig {
             val keys = obj.keys().asSequence().toSet()
-            val unknown = keys - FIELDS.toSet()
+            val unknown = keys - FIELDS.toSet() - OPTIONAL_FIELDS.toSet()
             if (unknown.isNotEmpty()) invalid("unknown policy field(s) ${unknown.sorted()}")
             val missing = FIELDS.filter { it !in keys }
             if (missing.isNotEmpty()) invalid("policy lacks field(s) $missing")
@@ -84,6 +88,8 @@ data class PolicyConfig(
                 lowPowerMaxKFraction = number(obj, "low_power_max_k_fraction", 0.0, 1.0),
                 batteryBands = bands,
                 thermalMaxKFraction = thermal,
+                coldSwitchMinIntervalS = if (obj.isNull("cold_switch_min_interval_s")) 30.0
+                    else number(obj, "cold_switch_min_interval_s", 0.0, null),
             )
         }
 
@@ -107,6 +113,10 @@ data class PolicyInput(
     val lowPower: Boolean = false,
     val thermal: String? = null,
     val budgetMs: Double? = null,
+    /** The k whose sessions are built now (null: every k resident, or unknown). */
+    val materialized: Set<Int>? = null,
+    /** Seconds since the last cold switch (null: none yet). */
+    val coldSwitchAgeS: Double? = null,
 ) {
     fun checked(): PolicyInput {
         val b = battery
@@ -121,6 +131,10 @@ data class PolicyInput(
         if (budget != null && (budget.isNaN() || budget.isInfinite() || budget <= 0.0)) {
             throw PolicyException("invalid_budget", "latency budget must be a number of milliseconds > 0, got $budget")
         }
+        val age = coldSwitchAgeS
+        if (age != null && (age.isNaN() || age.isInfinite() || age < 0.0)) {
+            throw PolicyException("invalid_switch_state", "cold_switch_age_s must be a number of seconds >= 0, got $age")
+        }
         return copy(thermal = t)
     }
 
@@ -132,6 +146,12 @@ data class PolicyInput(
             lowPower = obj.optBoolean("low_power", false),
             thermal = if (obj.isNull("thermal")) null else obj.getString("thermal"),
             budgetMs = if (obj.isNull("budget_ms")) null else obj.getDouble("budget_ms"),
+            materialized = obj.optJSONArray("materialized")?.let { arr ->
+                (0 until arr.length()).map { i ->
+                    arr.opt(i) as? Int ?: throw PolicyException("invalid_switch_state", "materialized must be a list of head counts")
+                }.toSet()
+            },
+            coldSwitchAgeS = if (obj.isNull("cold_switch_age_s")) null else obj.getDouble("cold_switch_age_s"),
         )
     }
 }
@@ -227,6 +247,24 @@ object Policy {
     fun decide(latency: Map<Int, Double>, policy: PolicyConfig, inputs: PolicyInput, previousK: Int? = null): Decision {
         if (latency.isEmpty()) throw PolicyException("empty_table", "the lookup table has no rows for this device")
         val inp = inputs.checked()
+        val d = decidePower(latency, policy, inp, previousK)
+        val mat = inp.materialized
+        val age = inp.coldSwitchAgeS
+        if (mat == null || previousK == null || previousK !in latency || previousK !in mat || d.k in mat ||
+            d.k <= previousK || policy.coldSwitchMinIntervalS <= 0.0 || age == null || age >= policy.coldSwitchMinIntervalS
+        ) {
+            return d
+        }
+        val reason = "${d.reason}; switch cost: k=${d.k} is not materialised and the last cold switch was ${fmt(age)} s ago " +
+            "(< ${fmt(policy.coldSwitchMinIntervalS)} s): staying at k=$previousK"
+        return d.copy(
+            k = previousK, limit = "switch_cost", reason = reason, p90Ms = latency.getValue(previousK),
+            fitsBudget = d.budgetMs?.let { latency.getValue(previousK) <= it }, held = true,
+        )
+    }
+
+    /** Rules 1-3 (caps, budget, hysteresis) for checked inputs. */
+    private fun decidePower(latency: Map<Int, Double>, policy: PolicyConfig, inp: PolicyInput, previousK: Int?): Decision {
         val budget = inp.budgetMs ?: policy.budgetMs
         val unknown = inp.battery == null
         val percent = inp.battery ?: policy.unknownBatteryPercent
