@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import posixpath
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -47,6 +48,10 @@ PER_K_METHOD = "forward"
 #: shown with every single-program export (CLI summary, manifest): the trade-off the user chose
 SINGLE_SPEED_NOTE = ("weights stored once, but XNNPACK packs the shared weights on every call: 1.4-2.2x the "
                      "latency of per-k files on CPU (12-head model); --mode per-k for speed")
+#: the same, now that each k also has a program whose weights the runtime cuts from the shared ones
+SINGLE_LAZY_NOTE = ("weights stored once; the methods of hydravit.pte slice them at run time (1.4-2.2x per-k latency), "
+                    "hydravit.k<k>.pte run at per-k speed with named data the runtime cuts from hydravit.pte "
+                    "(the toolkit's runtime does this by default: materialize='lazy')")
 
 
 def _quiet():
@@ -222,9 +227,40 @@ class ExecuTorchExporter(Exporter):
         with converting(self.name, "EdgeProgramManager.to_executorch", heads), _quiet():
             prog = assemble_program({self.entry_name(k): parts[k] for k in heads}, model)
         (out_dir / self.single_filename).write_bytes(prog.buffer)
-        return [self.record(model.config, k, "single", entry=self.entry_name(k), extra={"method": self.entry_name(k)},
-                            notes=[SINGLE_SPEED_NOTE])
+        # and per k a program with static XNNPACK weights whose named data the runtime cuts from
+        # hydravit.pte (lazy materialisation, :mod:`.executorch_lazy`): per-k speed, weights stored once
+        from .executorch_lazy import lazy_program, write_lazy
+
+        lazy = pool.map(lazy_program, heads, None, label="executorch k={k} (named data)")
+        with converting(self.name, "named-data layout", heads):
+            layouts = write_lazy(model, heads, out_dir, out_dir / self.single_filename, lazy)
+        return [self.record(model.config, k, "single", entry=self.entry_name(k),
+                            extra={"method": self.entry_name(k), "lazy_graph": layouts[k]["program"],
+                                   "lazy_entry": layouts[k]["method"], "lazy_data": layouts[k]},
+                            notes=[SINGLE_LAZY_NOTE])
                 for k in heads]
+
+    def lazy_records(self, records):
+        """The program of each k of a single artifact (``extra.lazy_graph``) as a record of its own:
+        method ``forward``, its named data cut from ``hydravit.pte`` (what the runtime opens lazily)."""
+        out = []
+        for r in records:
+            extra = r.extra or {}
+            if r.mode == "single" and extra.get("lazy_graph"):
+                out.append(ArtifactRecord(r.k, posixpath.join(posixpath.dirname(r.file), extra["lazy_graph"]),
+                                          extra.get("lazy_entry", "forward"), "method", "single", list(r.inputs),
+                                          list(r.outputs), extra={"lazy_data": extra["lazy_data"]}))
+        return out
+
+    def validate(self, out_dir, records, reference, progress=None):
+        """The artifacts as recorded, then (single) each k's program with its synthesized named data (``check="lazy"``)."""
+        results = super().validate(out_dir, records, reference, progress)
+        lazy = self.lazy_records(records)
+        if lazy:
+            for r in super().validate(out_dir, lazy, reference):
+                r.check = "lazy"
+                results.append(r)
+        return results
 
     # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------
     def runtime_label(self) -> str:

@@ -42,10 +42,19 @@ def test_single_pte_has_a_method_per_k_and_matches_pytorch(et_exports):
     assert [r.k for r in runtime] == list(KS)
     assert all(r.status is Status.PASSED and r.max_abs_err <= 1e-4 and r.top1_agreement == 1.0 for r in runtime)
     t = Manifest.load(rep.out_dir).data["targets"]["executorch"]
-    assert t["mode"] == "single" and [f["path"] for f in t["files"]] == ["executorch/hydravit.pte"]
-    from hydravit_edge.export.executorch import SINGLE_SPEED_NOTE
+    assert t["mode"] == "single" and [f["path"] for f in t["files"]] == [
+        "executorch/hydravit.k2.ptdhead", "executorch/hydravit.k2.pte", "executorch/hydravit.k4.ptdhead",
+        "executorch/hydravit.k4.pte", "executorch/hydravit.pte"]
+    from hydravit_edge.export.executorch import SINGLE_LAZY_NOTE
 
-    assert t["notes"] == [SINGLE_SPEED_NOTE]  # the CLI prints it with the export summary
+    assert t["notes"] == [SINGLE_LAZY_NOTE]  # the CLI prints it with the export summary
+    # each k's own program (static XNNPACK weights, packed once at load), its named data cut from hydravit.pte
+    lazy = [r for r in rep.results if r.check == "lazy"]
+    assert [r.k for r in lazy] == list(KS) and all(r.ok and r.max_abs_err <= 1e-4 for r in lazy)
+    sizes = {f["path"]: f["bytes"] for f in t["files"]}
+    weights = sizes["executorch/hydravit.pte"]
+    assert all(sizes[f"executorch/hydravit.k{k}.pte"] + sizes[f"executorch/hydravit.k{k}.ptdhead"] < 0.1 * weights
+               for k in KS)  # graphs only: no weight stored twice
     assert [(a["k"], a["entry"], a["entry_kind"]) for a in t["artifacts"]] == [(2, "forward_k2", "method"),
                                                                                 (4, "forward_k4", "method")]
     assert get_exporter("executorch").entry_name(7) == "forward_k7"
@@ -65,6 +74,35 @@ def test_per_k_pte_files(et_exports):
     assert t["notes"] == []
     for f in t["files"]:
         assert f["sha256"] == path_sha256(rep.out_dir / f["path"])
+
+
+def test_the_named_data_of_k_is_cut_from_the_shared_weights_byte_for_byte(et_exports, tmp_path):
+    """The .ptd the runtime synthesizes is what ExecuTorch wrote for k's program (keys are content hashes);
+    a flipped weight byte in hydravit.pte changes it, and the method then computes something else."""
+    import hashlib
+
+    import torch
+    from executorch.runtime import Runtime
+
+    from hydravit_edge.engines.ptd import synthesize
+    from hydravit_edge.export.executorch_lazy import lazy_program
+
+    out = et_exports["single"].out_dir / "executorch"
+    man = Manifest.load(et_exports["single"].out_dir)
+    layout = next(a for a in man.artifacts("executorch") if a["k"] == 2)["extra"]["lazy_data"]
+    data = synthesize(layout, (out / layout["head"]).read_bytes(), (out / "hydravit.pte").read_bytes())
+    assert hashlib.sha256(data).hexdigest() == layout["sha256"] and len(data) == layout["size"]
+    model = tiny_model(CFG).narrow(4)
+    assert bytes(data) == lazy_program(model, 2)[1]  # ExecuTorch's own bytes for k=2
+    (tmp_path / "k2.ptd").write_bytes(data)
+    program = Runtime.get().load_program(str(out / "hydravit.k2.pte"), data_path=str(tmp_path / "k2.ptd"))
+    x = torch.randn(1, 3, 16, 16)
+    got = program.load_method("forward").execute((x,))[0]
+    np.testing.assert_allclose(got.numpy(), model(x, heads=2).detach().numpy(), atol=1e-4)
+    seg = next(s for s in layout["segments"] if "cut" in s and s["size"] > 1000)
+    broken = bytearray((out / "hydravit.pte").read_bytes())
+    broken[seg["at"]] ^= 0xFF
+    assert synthesize(layout, (out / layout["head"]).read_bytes(), bytes(broken)) != data
 
 
 def test_single_pte_stores_weights_once(et_exports):

@@ -110,7 +110,7 @@ def test_battery_read_from_sysfs(tiny_exports, lut_path, tmp_path):
     (bat / "capacity").write_text("12\n")
     (bat / "status").write_text("Discharging\n")
     rt = Runtime(tiny_exports["single"], lut=lut_path, device="edge-box", sys_root=tmp_path, power_interval_s=0,
-                 background=False)
+                 materialize="eager")  # every k resident: the k follows the power state at once
     out = rt.predict(_images(1))
     assert out.k == 1 and out.decision.battery_percent == 12.0
     assert out.power == {"battery": 12.0, "charging": False, "low_power": False, "thermal": None, "budget_ms": None}

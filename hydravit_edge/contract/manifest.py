@@ -173,7 +173,11 @@ class ArtifactExtra(OpenModel):
     external_data: Optional[str] = None
     """ONNX: the file (next to the artifact, relative to its folder) holding its weights; open such a graph by path."""
     lazy_graph: Optional[str] = None
-    """ONNX single: the graph of this k alone over the same external weights (relative to the artifact's folder). A session of it holds only k; the runtime's lazy mode opens it. No heads input."""
+    """Single artifacts: the graph (ONNX) or program (ExecuTorch) of this k alone over the weights the artifact stores once (relative to the artifact's folder). A session of it holds only k; the runtime's lazy mode opens it. No heads input."""
+    lazy_entry: Optional[str] = None
+    """ExecuTorch: the method of the lazy_graph program (forward)."""
+    lazy_data: Optional[dict[str, Any]] = None
+    """ExecuTorch: how the named data (.ptd) of lazy_graph is made from the weights file (hydravit.pte): its head file, size, sha256, and per segment the byte range it fills and its source (a verbatim copy at an offset of the weights file, or the cut of k of a full float32 parameter stored there: offset, shape, index ranges per axis of each piece, concat axis, transform id|nhwc)."""
 
 
 class ArtifactSpec(OpenModel):
@@ -429,7 +433,10 @@ class Manifest(Document):
             if not graph:
                 return None
             path = folder + graph
-            out[int(r["k"])] = (path, dict(r, file=path, entry=None, entry_kind="graph", extra={},
+            entry = r["extra"].get("lazy_entry")  # ExecuTorch: the program's method; ONNX: none (a graph)
+            extra = {"lazy_data": r["extra"]["lazy_data"]} if r["extra"].get("lazy_data") else {}
+            out[int(r["k"])] = (path, dict(r, file=path, entry=entry, entry_kind="method" if entry else "graph",
+                                           extra=extra,
                                            inputs=[i for i in r.get("inputs") or [] if i.get("name") != "heads"]))
         return out
 

@@ -33,17 +33,52 @@ class ExecuTorchSession(Session):
                 portable_lib._unsafe_reset_threadpool(int(threads))  # XNNPACK's thread pool
             except (ImportError, AttributeError):
                 pass
-        try:
-            self.program = runtime.Runtime.get().load_program(Path(path))
-        except Exception as exc:
-            raise EngineError(f"{path}: ExecuTorch cannot load it ({first_line(exc)})") from None
+        self._runtime = runtime.Runtime.get()
         self.methods: dict[int, Any] = {}
+        #: k -> its own program (lazy: loaded with the named data cut for k)
+        self.programs: dict[int, Any] = {}
+        self.program = None
+        if not any((r.get("extra") or {}).get("lazy_data") for r in self.records.values()):
+            try:
+                self.program = self._runtime.load_program(Path(path))
+            except Exception as exc:
+                raise EngineError(f"{path}: ExecuTorch cannot load it ({first_line(exc)})") from None
 
     def _prepare(self, k: int, record: Mapping[str, Any]) -> None:
         name = record.get("entry") or DEFAULT_METHOD
-        if name not in self.program.method_names:
-            raise EngineError(f"{self.path}: no method '{name}' (it has {sorted(self.program.method_names)})")
-        self.methods[k] = self.program.load_method(name)
+        program = self.program
+        layout = (record.get("extra") or {}).get("lazy_data")
+        if layout:
+            program = self.programs[k] = self._load_with_data(layout)
+        if name not in program.method_names:
+            raise EngineError(f"{self.path}: no method '{name}' (it has {sorted(program.method_names)})")
+        self.methods[k] = program.load_method(name)  # XNNPACK packs the weights here, once
+
+    def _load_with_data(self, layout: Mapping[str, Any]):
+        """k's program with its named data: cut from the memory-mapped ``hydravit.pte`` into a
+        temporary .ptd, which is deleted once the method is loaded (XNNPACK has packed it then)."""
+        import os
+        import tempfile
+
+        from .ptd import synthesize
+
+        folder = self.path.parent
+        weights = np.memmap(folder / layout["weights"], dtype=np.uint8, mode="r")
+        data = synthesize(layout, (folder / layout["head"]).read_bytes(), weights)
+        del weights
+        fd, tmp = tempfile.mkstemp(suffix=".ptd", prefix="hydravit-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            del data
+            try:
+                program = self._runtime.load_program(self.path, data_path=tmp)
+            except Exception as exc:
+                raise EngineError(f"{self.path}: ExecuTorch cannot load it with its named data ({first_line(exc)})") from None
+            return _DeleteAfterLoad(program, tmp)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     def feed(self, k, x):
         return (self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),)
@@ -54,6 +89,26 @@ class ExecuTorchSession(Session):
     def to_numpy(self, out):
         # a copy: the logits must not alias a buffer the runtime may reuse on the next call
         return out.detach().numpy().astype(np.float32, copy=True)
+
+
+class _DeleteAfterLoad:
+    """A program whose temporary named-data file is deleted once its method has been loaded."""
+
+    def __init__(self, program, tmp: str) -> None:
+        self._program, self._tmp = program, tmp
+
+    @property
+    def method_names(self):
+        return self._program.method_names
+
+    def load_method(self, name: str):
+        import os
+
+        try:
+            return self._program.load_method(name)
+        finally:
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
 
 
 @register_engine
