@@ -248,9 +248,11 @@ def demo_cmd(
     from . import demo
 
     if all_steps:
-        demo.run_all(workdir=workdir, battery_trace=battery_trace, force=force, passes=passes,
-                     heads=heads or demo.DEMO_HEADS, per_k_targets=per_k_targets, log=console.print,
-                     show=print_wide)
+        from . import pipeline
+
+        pipeline.run_all(workdir=workdir, battery_trace=battery_trace, force=force, passes=passes,
+                         heads=heads or pipeline.DEMO_HEADS, per_k_targets=per_k_targets, log=console.print,
+                         show=print_wide)
         return
     demo.run_demo(battery_trace=battery_trace, export_dir=export_dir, run_dir=run_dir, checkpoint=checkpoint,
                   lut=lut, device_name=device_name, backend=backend, out=out, passes=passes, budget_ms=budget_ms,

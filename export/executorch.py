@@ -29,20 +29,17 @@ Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
 import posixpath
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from .base import Exporter, converting
+from .executorch_trace import _quiet, _trace
 from .errors import ExportError
 from .progress import ProgressFn
 from .records import ArtifactRecord
 from .registry import register_exporter
-from .specs import IOSpec
 
 PER_K_METHOD = "forward"
 #: shown with every single-program export (CLI summary, manifest): the trade-off the user chose
@@ -52,19 +49,6 @@ SINGLE_SPEED_NOTE = ("weights stored once, but XNNPACK packs the shared weights 
 SINGLE_LAZY_NOTE = ("weights stored once; the methods of hydravit.pte slice them at run time (1.4-2.2x per-k latency), "
                     "hydravit.k<k>.pte run at per-k speed with named data the runtime cuts from hydravit.pte "
                     "(the toolkit's runtime does this by default: materialize='lazy')")
-
-
-def _quiet():
-    stack = contextlib.ExitStack()
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    for name in ("executorch", "torch._export", "torch.export", "torch.utils._pytree"):
-        lg = logging.getLogger(name)
-        old = lg.level
-        lg.setLevel(logging.ERROR)
-        stack.callback(lg.setLevel, old)
-    return stack
 
 
 def heads_program(model, k: int):
@@ -129,14 +113,6 @@ def lower_programs(programs: dict):
     from executorch.exir import to_edge_transform_and_lower
 
     return to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()]).to_executorch()
-
-
-def _trace(module, cfg, k: int):
-    """``torch.export`` of ``module`` (k's program) on the example input."""
-    import torch
-
-    with converting("executorch", "torch.export", k), _quiet(), torch.no_grad():
-        return torch.export.export(module.eval(), (IOSpec.example(cfg),))
 
 
 #: State-dict prefix of the shared parameters in a single-program method (``HeadsK.model``).

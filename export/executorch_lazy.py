@@ -58,7 +58,7 @@ def lazy_program(model, k: int) -> tuple[bytes, bytes]:
     from executorch.exir import to_edge_transform_and_lower
 
     from .base import converting
-    from .executorch import _quiet, _trace
+    from .executorch_trace import _quiet, _trace
     from .xnnpack_graph import xnnpack_friendly
 
     ep = _trace(xnnpack_friendly(model.subnet(k)), model.config, k)

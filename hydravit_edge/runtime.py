@@ -34,35 +34,13 @@ from .engines import get_engine
 from .errors import UsageError
 from .materialize import SessionCache, default_budget_bytes
 from .targets import python_runtimes
+from .inputs import to_batch
 from .transform import EvalTransform
 
 __all__ = ["Runtime", "Prediction", "Manifest", "ManifestError", "find_export_dir", "RUNTIME_BACKENDS"]
 
 #: Backends the runtime can use, in order of preference when none is named.
 RUNTIME_BACKENDS = python_runtimes()
-
-
-def _is_image(x: Any) -> bool:
-    """A path or a PIL image (anything the evaluation transform reads as one image)."""
-    if isinstance(x, (str, os.PathLike)):
-        return True
-    return type(x).__module__.startswith("PIL.")
-
-
-def _uint8_images(x: np.ndarray) -> list[np.ndarray]:
-    """A uint8 image or batch (HxW, HxWxC, CxHxW, NxHxW, NxHxWxC, NxCxHxW) as a list of HxW(xC) images."""
-    channels = (1, 3, 4)
-    if x.ndim == 2:
-        return [x]
-    if x.ndim == 3:
-        if x.shape[-1] in channels:
-            return [x]
-        if x.shape[0] in channels:
-            return [x.transpose(1, 2, 0)]
-        return list(x)  # N grey images
-    if x.ndim == 4:
-        return list(x if x.shape[-1] in channels else x.transpose(0, 2, 3, 1))
-    raise UsageError(f"uint8 images must be 2-D, 3-D or 4-D, got shape {tuple(x.shape)}")
 
 
 # =========================================================================== runtime
@@ -344,23 +322,7 @@ class Runtime:
         normalised as the model was evaluated.  A float array of the model's size (``NCHW``/``CHW``)
         is a pre-sized tensor in [0, 1] and is only normalised; ``normalized=True`` passes it through.
         """
-        if _is_image(images) or (isinstance(images, (list, tuple)) and images and all(map(_is_image, images))):
-            return self.transform.batch(list(images) if isinstance(images, (list, tuple)) else [images])
-        x = np.asarray(images)
-        if x.dtype == np.uint8:
-            return self.transform.batch(_uint8_images(x))
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4:
-            raise UsageError(f"images must be 3-D (one image) or 4-D (a batch), got shape {tuple(x.shape)}")
-        x = x.astype(np.float32, copy=False)
-        if x.shape[1:] != (self.in_chans, self.img_size, self.img_size):
-            raise UsageError(f"a float tensor must be {self.in_chans}x{self.img_size}x{self.img_size} (NCHW, "
-                             f"pre-sized); got {tuple(x.shape[1:])}. Pass uint8 images, PIL images or paths "
-                             "to have them resized and cropped")
-        if not normalized:
-            x = (x - self.mean) / self.std
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return to_batch(images, self.transform, self.in_chans, self.img_size, self.mean, self.std, normalized)
 
     def predict(self, images: Any, heads: Optional[int] = None, *, power: Any = None,
                 normalized: bool = False) -> Prediction:
