@@ -117,7 +117,28 @@ def comparison_tables(loaded: Sequence[tuple[Any, dict]], metric: str = "median"
                 bits.append(f"{100 * acc:.1f}%")
             cells.append(" ".join(bits) or "-")
         extra.add_row(str(k), *cells)
-    return [devices, lat, extra]
+    tables = [devices, lat, extra]
+    if any(r.get("rss_anon_mb") is not None or r.get("cold_switch_ms") is not None
+           for s in ss for _, _, r in s["points"]):
+        mem = Table(title="per k: steady memory with k active, anon + file-backed MB; switch to k, cold / warm ms")
+        mem.add_column("k", justify="right")
+        for s in ss:
+            mem.add_column(s["label"], justify="right")
+        for k in ks:
+            cells = []
+            for s in ss:
+                hit = [r for kk, _, r in s["points"] if kk == k]
+                r = hit[0] if hit else {}
+                bits = []
+                if r.get("rss_anon_mb") is not None:
+                    bits.append(f"{r['rss_anon_mb']:.0f}+{r.get('rss_file_mb') or 0:.0f}MB")
+                cold, warm = r.get("cold_switch_ms"), r.get("switch_ms")
+                if cold is not None or warm is not None:
+                    bits.append(f"{'-' if cold is None else format(cold, '.0f')}/{'-' if warm is None else format(warm, '.1f')}ms")
+                cells.append(" ".join(bits) or "-")
+            mem.add_row(str(k), *cells)
+        tables.append(mem)
+    return tables
 
 
 def plot_latency_vs_k(loaded: Sequence[tuple[Any, dict]], path: Path, metric: str = "median") -> Path:

@@ -121,6 +121,9 @@ def test_bench_single_export_writes_a_valid_report(tiny_exports, tmp_path, capsy
     assert rep["manifest_sha256"] and rep["device"]["name"] == "test-box" and rep["source"] == "measured"
     assert "onnxruntime" in rep["device"]["runtimes"]
     assert "report:" in out and "onnxruntime single" in out
+    code, out, err = run_cli(["bench", "report", "--reports-dir", str(tmp_path), "--plots", str(tmp_path / "p")], capsys)
+    assert code in (0, None), err
+    assert "steady memory with k active" in " ".join(out.split())  # lazy / eager memory and switch times
 
 
 def test_bench_per_k_default_dir_and_heads_filter(tiny_exports, tmp_path, capsys):
