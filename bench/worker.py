@@ -50,6 +50,23 @@ def _median(values: list[float]) -> float:
     return float(np.median(np.asarray(values, dtype=np.float64)))
 
 
+def _warm_switch(other_session, other: int, session, k: int, x1, feed1, samples: list[float], n: int,
+                 other_prepare_ms: float) -> dict[str, Any]:
+    """Alternate a run of ``other`` (on ``other_session``) and one of k ``n`` times: the first k run
+    after each switch, minus k's steady median, is the warm switch cost."""
+    feed_o = other_session.feed(other, x1)
+    other_session.timed(other, feed_o, 2)
+    after = []
+    for _ in range(n):
+        other_session.timed(other, feed_o, 1)
+        after.append(session.timed(k, feed1, 1)[0])
+    steady = session.timed(k, feed1, n)
+    raw = _median(after) - _median(steady + samples)
+    return {"from_k": other, "runs": n, "first_after_switch_median_ms": round(_median(after), 5),
+            "steady_median_ms": round(_median(steady + samples), 5), "raw_ms": round(raw, 5),
+            "ms": round(max(0.0, raw), 5), "other_prepare_ms": other_prepare_ms}
+
+
 def measure(job: dict[str, Any]) -> dict[str, Any]:
     from hydravit_edge.engines import get_engine
 
@@ -121,7 +138,8 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     # 5. switching k inside one artifact, or to another lazily materialised k
     others = [h for h in session.heads if h != k]
     lazy_other = job.get("lazy_other")
-    if lazy_other:
+    n = max(3, min(int(job.get("switch_runs", 10)), runs))
+    if lazy_other:  # another k's own session, built next to k's (a cold switch), then alternated with it
         ok = int(lazy_other["k"])
         t = time.perf_counter()
         other_session = backend.open(Path(lazy_other["path"]), lazy_other["records"], threads=threads, device=device,
@@ -130,37 +148,15 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         release_freed_memory()
         result["cold_switch_ms"] = round((time.perf_counter() - t) * 1e3, 4)
         result["peak_switch_rss_mb"] = round(peak_rss_mb(), 2)
-        feed_o = other_session.feed(ok, x1)
-        other_session.timed(ok, feed_o, 2)
-        n = max(3, min(int(job.get("switch_runs", 10)), runs))
-        after = []
-        for _ in range(n):
-            other_session.timed(ok, feed_o, 1)
-            after.append(session.timed(k, feed1, 1)[0])
-        steady = session.timed(k, feed1, n)
-        raw = _median(after) - _median(steady + samples)
-        result["switch"] = {"from_k": ok, "runs": n, "first_after_switch_median_ms": round(_median(after), 5),
-                            "steady_median_ms": round(_median(steady + samples), 5), "raw_ms": round(raw, 5),
-                            "ms": round(max(0.0, raw), 5), "other_prepare_ms": result["cold_switch_ms"]}
+        result["switch"] = _warm_switch(other_session, ok, session, k, x1, feed1, samples, n, result["cold_switch_ms"])
         result["peak_rss_after_switch_mb"] = result["peak_switch_rss_mb"]
         other_session.close()
-    elif others:
+    elif others:  # another k of the same session
         other = max(others, key=lambda h: (abs(h - k), h))  # the most different k: the worst case
         t = time.perf_counter()
         session.prepare(other)
-        other_prepare = (time.perf_counter() - t) * 1e3
-        feed_o = session.feed(other, x1)
-        session.timed(other, feed_o, 2)
-        n = max(3, min(int(job.get("switch_runs", 10)), runs))
-        after = []
-        for _ in range(n):
-            session.timed(other, feed_o, 1)
-            after.append(session.timed(k, feed1, 1)[0])
-        steady = session.timed(k, feed1, n)
-        raw = _median(after) - _median(steady + samples)
-        result["switch"] = {"from_k": other, "runs": n, "first_after_switch_median_ms": round(_median(after), 5),
-                            "steady_median_ms": round(_median(steady + samples), 5), "raw_ms": round(raw, 5),
-                            "ms": round(max(0.0, raw), 5), "other_prepare_ms": round(other_prepare, 4)}
+        result["switch"] = _warm_switch(session, other, session, k, x1, feed1, samples, n,
+                                        round((time.perf_counter() - t) * 1e3, 4))
         result["peak_rss_after_switch_mb"] = round(peak_rss_mb(), 2)
 
     # 6. accuracy

@@ -79,6 +79,7 @@ import contextlib
 import functools
 import importlib.metadata
 import importlib.util
+import posixpath
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Optional, Sequence
 
@@ -261,8 +262,38 @@ class Exporter:
         """Runtime and version shown in validation results, e.g. "onnxruntime 1.31.0"."""
         return ", ".join(f"{k} {v}" for k, v in self.versions().items() if k != "torch")
 
+    def lazy_records(self, records: Sequence[ArtifactRecord]) -> list[ArtifactRecord]:
+        """The graph / program of each k of a single artifact (``extra.lazy_graph``, named next to the
+        single file) as a record of its own: one k, the image input only, what the runtime opens when it
+        materialises k lazily (ONNX: the graph of k over the shared external weights; ExecuTorch: k's
+        program, method ``extra.lazy_entry``, with the named data ``extra.lazy_data`` cut from the
+        shared weights).  Empty for targets and exports without them."""
+        out = []
+        for r in records:
+            extra = r.extra or {}
+            if r.mode != "single" or not extra.get("lazy_graph"):
+                continue
+            entry = extra.get("lazy_entry")
+            keep = {key: extra[key] for key in ("lazy_data", "external_data") if extra.get(key)}
+            out.append(ArtifactRecord(r.k, posixpath.join(posixpath.dirname(r.file), extra["lazy_graph"]), entry,
+                                      "method" if entry else "graph", "single",
+                                      [i for i in r.inputs if i.name != "heads"], list(r.outputs), extra=keep))
+        return out
+
     def validate(self, out_dir: Path, records: Sequence[ArtifactRecord], reference: Reference,
                  progress: Optional[ProgressFn] = None) -> list[ValidationResult]:
+        """Every record in this target's runtime, in a subprocess, compared with PyTorch; then the
+        single artifact's per-k graphs that lazy materialisation opens (:meth:`lazy_records`, ``check="lazy"``)."""
+        results = self.validate_records(out_dir, records, reference, progress)
+        lazy = self.lazy_records(records)
+        if lazy:
+            for r in self.validate_records(out_dir, lazy, reference):
+                r.check = "lazy"
+                results.append(r)
+        return results
+
+    def validate_records(self, out_dir: Path, records: Sequence[ArtifactRecord], reference: Reference,
+                         progress: Optional[ProgressFn] = None) -> list[ValidationResult]:
         """Run every record in this target's runtime, in a subprocess, and compare with PyTorch."""
         reason = self.runtime_skip_reason()
         if reason:

@@ -30,7 +30,6 @@ Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...
 from __future__ import annotations
 
 import io
-import posixpath
 from pathlib import Path
 from typing import Any, Optional
 
@@ -215,28 +214,6 @@ class ExecuTorchExporter(Exporter):
                                    "lazy_entry": layouts[k]["method"], "lazy_data": layouts[k]},
                             notes=[SINGLE_LAZY_NOTE])
                 for k in heads]
-
-    def lazy_records(self, records):
-        """The program of each k of a single artifact (``extra.lazy_graph``) as a record of its own:
-        method ``forward``, its named data cut from ``hydravit.pte`` (what the runtime opens lazily)."""
-        out = []
-        for r in records:
-            extra = r.extra or {}
-            if r.mode == "single" and extra.get("lazy_graph"):
-                out.append(ArtifactRecord(r.k, posixpath.join(posixpath.dirname(r.file), extra["lazy_graph"]),
-                                          extra.get("lazy_entry", "forward"), "method", "single", list(r.inputs),
-                                          list(r.outputs), extra={"lazy_data": extra["lazy_data"]}))
-        return out
-
-    def validate(self, out_dir, records, reference, progress=None):
-        """The artifacts as recorded, then (single) each k's program with its synthesized named data (``check="lazy"``)."""
-        results = super().validate(out_dir, records, reference, progress)
-        lazy = self.lazy_records(records)
-        if lazy:
-            for r in super().validate(out_dir, lazy, reference):
-                r.check = "lazy"
-                results.append(r)
-        return results
 
     # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------
     def runtime_label(self) -> str:

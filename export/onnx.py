@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import posixpath
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -348,28 +347,6 @@ class OnnxExporter(Exporter):
                                                     "branch_local_bytes": merger.local_bytes[k],
                                                     "external_data": data, "lazy_graph": graphs[k]})
                 for k in heads]
-
-    def lazy_records(self, records: Sequence[ArtifactRecord]) -> list[ArtifactRecord]:
-        """The graph of each k of a single artifact (``extra.lazy_graph``) as a record of its own:
-        one k, input ``image`` only (what the runtime opens in lazy mode)."""
-        out = []
-        for r in records:
-            graph = (r.extra or {}).get("lazy_graph")
-            if r.mode == "single" and graph:  # named next to the single file (whatever its folder in ``r.file``)
-                graph = posixpath.join(posixpath.dirname(r.file), graph)
-                out.append(ArtifactRecord(r.k, graph, None, "graph", "single", [i for i in r.inputs if i.name != _HEADS_INPUT],
-                                          list(r.outputs), extra={"external_data": r.extra.get("external_data")}))
-        return out
-
-    def validate(self, out_dir, records, reference, progress=None):
-        """The artifacts as recorded, then (single) the graph of each k that lazy mode opens (``check="lazy"``)."""
-        results = super().validate(out_dir, records, reference, progress)
-        lazy = self.lazy_records(records)
-        if lazy:
-            for r in super().validate(out_dir, lazy, reference):
-                r.check = "lazy"
-                results.append(r)
-        return results
 
     # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------
     def runtime_label(self) -> str:

@@ -400,12 +400,17 @@ def test_other_runtimes_bench_and_runtime(tmp_path, capsys, target, backend):
     code, _, err = run_cli(bench_args(out, tmp_path / "r"), capsys)
     assert code in (0, None), err
     rows = load_report(tmp_path / "r" / "test-box.json")["rows"]
-    assert [(r["k"], r["backend"], r["mode"]) for r in rows] == [(1, backend, "single"), (4, backend, "single")]
+    # ExecuTorch: each k's own program (lazy) and the one holding every k (eager); TFLite: only the latter
+    modes = ["lazy", "eager"] if target == "executorch" else ["eager"]
+    assert [(r["k"], r["backend"], r["mode"], r["materialize"]) for r in rows] == [
+        (k, backend, "single", m) for k in (1, 4) for m in modes]
     assert all(r["switch_ms"] is not None and r["throughput_batch"] == 2 for r in rows)
     rt = Runtime(out, backend=backend)
+    lazy = target == "executorch"
+    assert rt.materialize == ("lazy" if lazy else "eager") and (rt.materialize_note is None) == lazy
     x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
     for k in (4, 1, 4):
         with torch.no_grad():
             ref = model(torch.from_numpy(rt.preprocess(x)), heads=k).numpy()
         np.testing.assert_allclose(rt.predict(x, heads=k).logits, ref, atol=1e-4, rtol=0)
-    assert rt.loads == 1
+    assert rt.loads == (2 if lazy else 1)  # lazy: k=4, then k=1 built once each; eager: one session

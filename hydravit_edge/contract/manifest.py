@@ -218,7 +218,7 @@ class ValidationResultModel(OpenModel):
     k: int
     status: Literal["passed", "failed", "skipped", "error"]
     check: str
-    """runtime: the artifact run in its own runtime (in a separate process) vs PyTorch on the reference inputs; structure: static inspection (Core ML on Linux); source-program: the PyTorch program the artifact was converted from; integrity: size and sha256 vs this manifest."""
+    """runtime: the artifact run in its own runtime (in a separate process) vs PyTorch on the reference inputs; lazy: the same for the single artifact's per-k graph or program that lazy materialisation opens (extra.lazy_graph); structure: static inspection (Core ML on Linux); source-program: the PyTorch program the artifact was converted from; integrity: size and sha256 vs this manifest."""
     max_abs_err: Optional[float] = None
     """Max |logit - PyTorch logit| over the reference batch."""
     top1_agreement: Optional[float] = None
