@@ -287,8 +287,10 @@ class Exporter:
         results = self.validate_records(out_dir, records, reference, progress)
         lazy = self.lazy_records(records)
         if lazy:
+            files = {rec.k: rec.file for rec in lazy}
             for r in self.validate_records(out_dir, lazy, reference):
                 r.check = "lazy"
+                r.details["file"] = files.get(r.k)  # the per-k graph / program, not the single file
                 results.append(r)
         return results
 

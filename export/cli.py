@@ -28,7 +28,8 @@ def results_table(report, title: str) -> Table:
         table.add_row(
             r.target, str(r.k), r.check, f"[{style[r.status.value]}]{r.summary()}[/]", err,
             "" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}% of {r.batch}",
-            Path(report.files.get((r.target, r.k), "")).name, "" if size is None else human_bytes(size),
+            Path((r.details or {}).get("file") or report.files.get((r.target, r.k), "")).name,
+            "" if size is None or (r.details or {}).get("file") else human_bytes(size),
         )
     return table
 
