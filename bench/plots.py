@@ -9,7 +9,7 @@ labelled with the export (:func:`~hydravit_edge.bench.report.export_groups`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .report import export_groups, group_key
 
@@ -85,60 +85,54 @@ def comparison_tables(loaded: Sequence[tuple[Any, dict]], metric: str = "median"
                         str(len(r["rows"])), names, str(r.get("created", "-")))
     ss = series(loaded, metric)
     ks = sorted({k for s in ss for k, _, _ in s["points"]})
-    lat = Table(title=f"latency per k, ms ({metric} at batch 1; published rows: 1000/throughput)")
-    lat.add_column("k", justify="right")
-    for s in ss:
-        lat.add_column(s["label"], justify="right")
-    for k in ks:
-        cells = []
-        for s in ss:
-            hit = [ms for kk, ms, _ in s["points"] if kk == k]
-            cells.append(f"{hit[0]:.3f}" if hit else "-")
-        lat.add_row(str(k), *cells)
-    extra = Table(title="per k: throughput (img/s @batch), peak RSS (MB), top-1 (%)")
-    extra.add_column("k", justify="right")
-    for s in ss:
-        extra.add_column(s["label"], justify="right")
-    for k in ks:
-        cells = []
-        for s in ss:
-            hit = [r for kk, _, r in s["points"] if kk == k]
-            if not hit:
-                cells.append("-")
-                continue
-            r = hit[0]
-            bits = []
-            if r.get("throughput_per_s"):
-                bits.append(f"{r['throughput_per_s']:.0f}/s@{r.get('throughput_batch')}")
-            if r.get("peak_rss_mb"):
-                bits.append(f"{r['peak_rss_mb']:.0f}MB")
-            acc = (r.get("accuracy") or {}).get("top1")
-            if acc is not None:
-                bits.append(f"{100 * acc:.1f}%")
-            cells.append(" ".join(bits) or "-")
-        extra.add_row(str(k), *cells)
-    tables = [devices, lat, extra]
+    tables = [devices,
+              _per_k_table(f"latency per k, ms ({metric} at batch 1; published rows: 1000/throughput)", ss, ks,
+                           lambda ms, r: f"{ms:.3f}"),
+              _per_k_table("per k: throughput (img/s @batch), peak RSS (MB), top-1 (%)", ss, ks, _extra_cell)]
     if any(r.get("rss_anon_mb") is not None or r.get("cold_switch_ms") is not None
            for s in ss for _, _, r in s["points"]):
-        mem = Table(title="per k: steady memory with k active, anon + file-backed MB; switch to k, cold / warm ms")
-        mem.add_column("k", justify="right")
-        for s in ss:
-            mem.add_column(s["label"], justify="right")
-        for k in ks:
-            cells = []
-            for s in ss:
-                hit = [r for kk, _, r in s["points"] if kk == k]
-                r = hit[0] if hit else {}
-                bits = []
-                if r.get("rss_anon_mb") is not None:
-                    bits.append(f"{r['rss_anon_mb']:.0f}+{r.get('rss_file_mb') or 0:.0f}MB")
-                cold, warm = r.get("cold_switch_ms"), r.get("switch_ms")
-                if cold is not None or warm is not None:
-                    bits.append(f"{'-' if cold is None else format(cold, '.0f')}/{'-' if warm is None else format(warm, '.1f')}ms")
-                cells.append(" ".join(bits) or "-")
-            mem.add_row(str(k), *cells)
-        tables.append(mem)
+        tables.append(_per_k_table("per k: steady memory with k active, anon + file-backed MB; switch to k, "
+                                   "cold / warm ms", ss, ks, _memory_cell))
     return tables
+
+
+def _per_k_table(title: str, ss: Sequence[dict], ks: Sequence[int], cell: Callable[[float, dict], str]):
+    """A row per k, a column per series; ``cell(ms, row)`` fills a cell, '-' where the series lacks k."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("k", justify="right")
+    for s in ss:
+        table.add_column(s["label"], justify="right")
+    for k in ks:
+        cells = []
+        for s in ss:
+            hit = [(ms, r) for kk, ms, r in s["points"] if kk == k]
+            cells.append((cell(*hit[0]) or "-") if hit else "-")
+        table.add_row(str(k), *cells)
+    return table
+
+
+def _extra_cell(ms: float, r: dict) -> str:
+    bits = []
+    if r.get("throughput_per_s"):
+        bits.append(f"{r['throughput_per_s']:.0f}/s@{r.get('throughput_batch')}")
+    if r.get("peak_rss_mb"):
+        bits.append(f"{r['peak_rss_mb']:.0f}MB")
+    acc = (r.get("accuracy") or {}).get("top1")
+    if acc is not None:
+        bits.append(f"{100 * acc:.1f}%")
+    return " ".join(bits)
+
+
+def _memory_cell(ms: float, r: dict) -> str:
+    bits = []
+    if r.get("rss_anon_mb") is not None:
+        bits.append(f"{r['rss_anon_mb']:.0f}+{r.get('rss_file_mb') or 0:.0f}MB")
+    cold, warm = r.get("cold_switch_ms"), r.get("switch_ms")
+    if cold is not None or warm is not None:
+        bits.append(f"{'-' if cold is None else format(cold, '.0f')}/{'-' if warm is None else format(warm, '.1f')}ms")
+    return " ".join(bits)
 
 
 def plot_latency_vs_k(loaded: Sequence[tuple[Any, dict]], path: Path, metric: str = "median") -> Path:
