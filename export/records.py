@@ -8,13 +8,14 @@ Plain data: numpy and the standard library; written to and read from the manifes
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
 import numpy as np
+
+from hydravit_edge.contract.manifest import ValidationResultModel
 
 from .errors import ValidationError
 
@@ -87,26 +88,23 @@ class Status(str, enum.Enum):
     ERROR = "error"
 
 
-@dataclass
-class ValidationResult:
-    """One check of one k of one target.
+class ValidationResult(ValidationResultModel):
+    """One check of one k of one target: the manifest's validation entry (its fields are declared
+    once, in :class:`hydravit_edge.contract.manifest.ValidationResultModel`) with what export and
+    validation do with it.
 
     ``check`` names what was checked: ``"runtime"`` (the artifact run in its own runtime vs
-    PyTorch), ``"structure"`` (static inspection), ``"source-program"`` (the PyTorch program the
-    artifact was converted from).  ``status`` is never ``passed`` for a check that did not run.
+    PyTorch), ``"lazy"`` (the same for a single artifact's per-k graph or program), ``"structure"``
+    (static inspection), ``"source-program"`` (the PyTorch program the artifact was converted from),
+    ``"integrity"``.  ``status`` is never ``passed`` for a check that did not run.
     """
 
-    target: str
-    k: int
     status: Status
     check: str = "runtime"
-    max_abs_err: Optional[float] = None
-    top1_agreement: Optional[float] = None
-    tolerance: Optional[float] = None
-    batch: Optional[int] = None
-    reason: Optional[str] = None
-    runtime: Optional[str] = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = {}
+
+    def __init__(self, target: str, k: int, status: Status, **kw: Any) -> None:
+        super().__init__(target=target, k=k, status=status, **kw)
 
     @property
     def ok(self) -> bool:
@@ -128,15 +126,13 @@ class ValidationResult:
                    reason=reason, details=dict(details or {}))
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["status"] = self.status.value
-        return d
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ValidationResult":
         kw = dict(d)
-        kw["status"] = Status(kw["status"])
-        return cls(**kw)
+        kw["details"] = kw.get("details") or {}
+        return cls(kw.pop("target"), kw.pop("k"), Status(kw.pop("status")), **kw)
 
     def summary(self) -> str:
         if self.status is Status.SKIPPED:
