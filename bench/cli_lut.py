@@ -1,4 +1,4 @@
-"""``hydravit-edge lut``: build the lookup table from reports, show it, and pick k for a power state."""
+"""``hydravit-edge lut``: build the lookup table from reports, show it, and pick (k, precision) for a power state."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from hydravit_edge.contract.lut import Lut, save_lut
+from hydravit_edge.contract.lut import Lut, row_precision, save_lut
 from hydravit_edge.errors import UsageError
 from hydravit_edge.policy import DEFAULT_POLICY, PolicyError, PolicyInput
+from hydravit_edge.policy_options import precision_rank
 
 __all__ = ["register"]
 
@@ -84,7 +85,7 @@ def register(app) -> None:
 
     @lut_app.command("show")
     def show_cmd(lut: Path = typer.Argument(Path("lut.json"), help="The lookup table.")) -> None:
-        """Print a LUT: per device, p90 latency per k, and its policy."""
+        """Print a LUT: per device, p90 latency per (k, precision) with top-1 and the frontier mark, and its policy."""
         _print_lut(Lut.load(lut), console, Table)
 
     @lut_app.command("pick")
@@ -96,12 +97,13 @@ def register(app) -> None:
         thermal: Optional[str] = typer.Option(None, "--thermal", help="Thermal state: nominal, fair, serious or critical."),
         budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Latency budget in ms (default: the LUT's)."),
         previous_k: Optional[int] = typer.Option(None, "--previous-k", help="k in use now (applies hysteresis)."),
+        previous_precision: Optional[str] = typer.Option(None, "--previous-precision", help="Precision of the k in use now (default: fp32 where the device has it at that k, else its first)."),
         backend: Optional[str] = typer.Option(None, "--backend", help="Use this runtime's rows of the device."),
         lut: Path = typer.Option(Path("lut.json"), "--lut", help="The lookup table."),
         from_system: bool = typer.Option(False, "--from-system", help="Read battery, charging, power-save and thermal state of this machine (options still override)."),
         as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
     ) -> None:
-        """Print the k the policy picks for a device and power state, and why."""
+        """Print the (k, precision) the policy picks for a device and power state, and why."""
         table = Lut.load(lut)
         name = device if device is not None else table.device_names()[0]
         dev = table.device(name, backend)
@@ -117,7 +119,10 @@ def register(app) -> None:
             thermal=thermal if thermal is not None else (state.thermal if state else None),
             budget_ms=budget_ms,
         )
-        decision = dev.decide(inputs, previous_k)
+        if previous_precision is not None and previous_k is None:
+            raise UsageError("--previous-precision needs --previous-k")
+        previous = previous_k if previous_precision is None else f"{previous_k}@{previous_precision}"
+        decision = dev.decide(inputs, previous)
         if as_json:
             print(json.dumps({"device": dev.name, "backend": dev.backend, **decision.as_dict()}, indent=2))
             return
@@ -128,24 +133,26 @@ def register(app) -> None:
                                        f"thermal {inp.thermal}" if inp.thermal else None) if x)
         budget = "none" if decision.budget_ms is None else f"{decision.budget_ms:g} ms"
         console.print(f"device [bold]{dev.label()}[/bold]; battery {batt} ({flags}); budget {budget}", soft_wrap=True)
-        console.print(f"[bold green]k = {decision.k}[/bold green]  (limited by: {decision.limit}; p90 "
-                      f"{decision.p90_ms:.3g} ms)", soft_wrap=True)
+        top1 = "" if decision.top1 is None else f"; top-1 {100 * decision.top1:.1f}%"
+        console.print(f"[bold green]k = {decision.k}, precision {decision.precision}[/bold green]  (limited by: "
+                      f"{decision.limit}; p90 {decision.p90_ms:.3g} ms{top1})", soft_wrap=True)
         console.print(f"why: {decision.reason}", soft_wrap=True)
 
 
 def _print_lut(table: Lut, console, Table) -> None:
-    ks = sorted({r.k for d in table.devices for r in d.rows})
-    t = Table(title=f"p90 latency (ms) per k{f': {table.path}' if table.path else ''}")
+    rows = {(r.k, row_precision(d, r)) for d in table.devices for r in d.rows}
+    t = Table(title=f"p90 latency (ms) per k and precision{f': {table.path}' if table.path else ''}")
     t.add_column("k", justify="right")
+    t.add_column("precision")
     for d in table.devices:
         runtime = "/".join(str(x) for x in (d.backend, d.mode, d.compute) if x)
         t.add_column(f"{d.name}\n{runtime}\n({d.source})", justify="right")
-    for k in ks:
+    for k, precision in sorted(rows, key=lambda kp: (kp[0], precision_rank(kp[1]))):
         cells = []
         for d in table.devices:
-            r = next((r for r in d.rows if r.k == k), None)
-            cells.append("" if r is None else f"{r.p90_ms:.3g}" + ("*" if r.latency_basis == "throughput" else ""))
-        t.add_row(str(k), *cells)
+            r = next((r for r in d.rows if r.k == k and row_precision(d, r) == precision), None)
+            cells.append("" if r is None else _cell(r))
+        t.add_row(str(k), precision, *cells)
     console.print(t)
     p = table.policy_config
     bands = ", ".join(f"{b.name} >= {b.min_percent:g}%: k <= {b.max_k_fraction:g} x max" for b in p.battery_bands)
@@ -156,3 +163,17 @@ def _print_lut(table: Lut, console, Table) -> None:
                   f"unknown battery = {p.unknown_battery_percent:g}%", soft_wrap=True)
     if any(r.latency_basis == "throughput" for d in table.devices for r in d.rows):
         console.print("* per-image time 1000/throughput from published figures (no latency published)")
+    if any(r.frontier is not None for d in table.devices for r in d.rows):
+        console.print("f: on the entry's accuracy/latency frontier (a policy candidate); (x): dominated, another row "
+                      "is at least as fast and as accurate, not a candidate", markup=False)
+    if any(r.top1 is not None for d in table.devices for r in d.rows):
+        console.print("@x%: top-1 accuracy", markup=False)
+
+
+def _cell(r) -> str:
+    text = f"{r.p90_ms:.3g}" + ("*" if r.latency_basis == "throughput" else "")
+    if r.top1 is not None:
+        text += f" @{100 * r.top1:.1f}%"
+    if r.frontier is False:
+        return f"({text})"
+    return text + (" f" if r.frontier else "")

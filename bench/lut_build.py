@@ -1,9 +1,12 @@
 """Building the lookup table (``lut.json``) from benchmark reports (``hydravit-edge lut build``).
 
-Per device (and per runtime configuration measured on it) the per-k p90 latency and memory
-rows of its report, plus the policy thresholds.  A device's report may hold rows of several
-exports: each LUT entry takes the rows of one, the newest export measured with that runtime
-configuration, or the one named (``--export``).  The paper's published A100 reference is added
+Per device (and per runtime configuration measured on it) the p90 latency, memory and accuracy
+rows of its report, one per (k, precision), plus the policy thresholds.  Report groups that
+differ only in precision make ONE entry (its ``precision`` set only when every row shares it),
+and each row is marked ``frontier`` (:mod:`hydravit_edge.bench.lut_frontier`).  A device's
+report may hold rows of several exports: each LUT entry takes the rows of one, the newest
+export measured with that runtime configuration (at any precision), or the one named
+(``--export``); rows of two exports never mix.  The paper's published A100 reference is added
 only when its model has the geometry of a measured one (and unless asked not to).  The table's
 model and reader are :mod:`hydravit_edge.contract.lut`.
 """
@@ -21,8 +24,10 @@ from hydravit_edge.contract.lut import LUT_FORMAT, LUT_SCHEMA_VERSION, Lut, matc
 from hydravit_edge.contract.report import group_key
 from hydravit_edge.errors import UsageError
 from hydravit_edge.policy import PolicyConfig
+from hydravit_edge.policy_options import precision_rank
 from hydravit_edge.targets import preference
 
+from .lut_frontier import mark_frontier
 from .reference import reference_if_matching
 from .report import REFERENCE_REPORT_PATH, ExportGroup, export_groups, load_reference, newest_export, utc_now
 
@@ -41,7 +46,7 @@ def lut_row(r: Mapping[str, Any]) -> Optional[dict]:
         return None
     acc = r.get("accuracy") or {}
     return {
-        "k": r["k"], "p90_ms": round(float(p90), 6), "latency_basis": basis,
+        "k": r["k"], "precision": r.get("precision"), "p90_ms": round(float(p90), 6), "latency_basis": basis,
         "median_ms": r.get("latency_median_ms"), "min_ms": r.get("latency_min_ms"),
         "throughput_per_s": r.get("throughput_per_s"), "throughput_batch": r.get("throughput_batch"),
         "load_ms": r.get("load_ms"), "switch_ms": r.get("switch_ms"), "cold_switch_ms": r.get("cold_switch_ms"),
@@ -69,10 +74,12 @@ def device_entries(report: Mapping[str, Any], backends: Optional[Sequence[str]] 
                    export: Optional[str] = None) -> tuple[list[dict], list[str], list[Optional[dict]]]:
     """The LUT device entries of one report, a line per entry saying which export it took, and those exports' models.
 
-    One entry per runtime configuration, from one export: the one ``export`` names
-    (:func:`match_export`), else the newest measured with that configuration.  Preferred first:
-    the configuration covering the most k, then a single artifact over per-k files, then by
-    runtime (the order of :data:`hydravit_edge.targets.RUNTIMES`).
+    One entry per runtime configuration (backend, mode, compute, materialize; its precisions
+    together), from one export: the one ``export`` names (:func:`match_export`), else the newest
+    measured with that configuration.  Its rows: one per (k, precision), sorted by k then the
+    precision order, marked ``frontier``.  Preferred first: the configuration covering the most
+    k (then the most rows), then a single artifact over per-k files, then by runtime (the order
+    of :data:`hydravit_edge.targets.RUNTIMES`).
     """
     dev = report["device"]
     groups = export_groups(report)
@@ -90,16 +97,23 @@ def device_entries(report: Mapping[str, Any], backends: Optional[Sequence[str]] 
         for r in g.rows:
             if backends and r["backend"] not in backends:
                 continue
-            per.setdefault(group_key(r), []).append(r)
+            backend, mode, compute, _precision, materialize = group_key(r)
+            per.setdefault((backend, mode, compute, materialize), []).append(r)
         for key, rows in per.items():
             by_config.setdefault(key, []).append((g, rows))
     made = []  # (entry, note, model of its export)
-    for (backend, mode, compute, precision, materialize), candidates in by_config.items():
+    for (backend, mode, compute, materialize), candidates in by_config.items():
         chosen = newest_export([g for g, _ in candidates])
         rows = next(rows for g, rows in candidates if g is chosen)
-        lut_rows = sorted((x for x in map(lut_row, rows) if x is not None), key=lambda x: x["k"])
+        lut_rows = sorted((x for x in map(lut_row, rows) if x is not None),
+                          key=lambda x: (x["k"], precision_rank(x["precision"] or "fp32")))
+        explicit = {x["k"] for x in lut_rows if x["precision"] == "fp32"}
+        lut_rows = [x for x in lut_rows if x["precision"] is not None or x["k"] not in explicit]  # None means fp32
         if not lut_rows:
             continue
+        mark_frontier(lut_rows)
+        shared = {x["precision"] for x in lut_rows}
+        precision = shared.pop() if len(shared) == 1 else None
         artifacts = {x["artifact"] for x in lut_rows}
         entry = {
             "name": dev["name"], "description": dev.get("description") or dev.get("cpu") or dev.get("model"),
@@ -110,7 +124,8 @@ def device_entries(report: Mapping[str, Any], backends: Optional[Sequence[str]] 
         }
         line = None
         if report["source"] == "measured":
-            config = "/".join(str(x) for x in (backend, mode, materialize, compute, precision) if x)
+            precisions = "+".join(sorted({x["precision"] for x in lut_rows if x["precision"]}, key=precision_rank))
+            config = "/".join(str(x) for x in (backend, mode, materialize, compute, precisions) if x)
             sha = f" ({chosen.manifest_sha256[:12]})" if chosen.manifest_sha256 else ""
             why = ("named by --export" if export is not None
                    else "the only one measured" if len(candidates) == 1
@@ -121,7 +136,7 @@ def device_entries(report: Mapping[str, Any], backends: Optional[Sequence[str]] 
     def order(item):
         e = item[0]
         # a single artifact first, lazily materialised (what the runtime runs by default) before eager
-        return (-len(e["rows"]), e["mode"] != "single", e.get("materialize") == "eager", preference(e["backend"]),
+        return (-len({r["k"] for r in e["rows"]}), -len(e["rows"]), e["mode"] != "single", e.get("materialize") == "eager", preference(e["backend"]),
                 str(e["compute"]), str(e["precision"]))
 
     made.sort(key=order)

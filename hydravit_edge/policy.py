@@ -1,10 +1,18 @@
-"""The battery/thermal policy that picks a head count k from a device's lookup-table rows.
+"""The battery/thermal policy that picks a (k, precision) option from a device's lookup-table rows.
 
-The rule, with every threshold a field of the LUT's ``policy`` section (defaults in
-:data:`DEFAULT_POLICY`):
+The candidates are options: a head count k at a precision, with its p90 latency and, where
+measured, top-1 accuracy (:mod:`hydravit_edge.policy_options`).  The old table form
+``{k: p90_ms}`` is every k at fp32 without accuracy, and then every rule below is the k-only
+rule it always was.  When the LUT marks rows ``frontier`` (``hydravit-edge lut build`` does:
+no other row of the entry is at least as fast and as accurate), only frontier rows are
+candidates; the caps are computed over every row.  **Rank** ("more accurate"): the highest
+top-1 when every candidate has one, else the largest k; ties: lower p90, then the precision
+order fp32, fp16, int8, int8-static (other names after, alphabetically), then larger k.
 
-1. Caps.  Each active condition caps k at ``fraction x k_max`` (the largest available k not
-   above it; the smallest available k is always allowed):
+Every threshold is a field of the LUT's ``policy`` section (defaults in :data:`DEFAULT_POLICY`):
+
+1. Caps.  Each active condition caps k at ``fraction x k_max`` over the distinct k of the
+   options (the largest k not above it; the smallest k is always allowed):
 
    * low-power mode: ``low_power_max_k_fraction`` (default 0: the smallest k);
    * thermal state ``nominal|fair|serious|critical``: ``thermal_max_k_fraction[state]``
@@ -15,30 +23,44 @@ The rule, with every threshold a field of the LUT's ``policy`` section (defaults
      below: 0.25).  An unknown battery level counts as ``unknown_battery_percent`` (default
      100: boards without a battery run on mains).
 
-   The tightest cap wins; on a tie the first of low-power, thermal, battery is reported.
-2. Budget.  Among the k up to the cap, the largest whose p90 latency is within the budget
-   (``budget_ms``, overridable per call; ``null`` = no budget).  When none fits, the
-   smallest k.
-3. Hysteresis.  Given the previous k, k only rises when the battery is at least
-   ``hysteresis_percent`` above the band edge that allows it:
-   ``k = max(choice(battery - hysteresis), min(previous_k, choice(battery)))``.  It drops at
-   once.  Not applied while charging or when the battery level is unknown.
+   The tightest cap ``cap_k`` wins; on a tie the first of low-power, thermal, battery is
+   reported.  The cap is also a latency: ``cap_ms`` = the largest p90 among the options with
+   k = cap_k.  Allowed: the candidates with k <= cap_k, and those with a larger k whose p90 is
+   measured (> 0) and <= cap_ms (a faster precision of a larger k costs no more than the
+   cap's k).  (Should none be allowed -- only when a memory budget left out the row that
+   dominated the cap's rows -- the candidates of the smallest candidate k are.)
+2. Budget.  Among the allowed options, those whose p90 is within the budget (``budget_ms``,
+   overridable per call; ``null`` = no budget): the highest-ranked.  When none fits, the
+   smallest allowed k at its fastest precision (ties: the precision order).
+3. Hysteresis.  Given the previous option, the choice only RISES (to a higher-ranked option)
+   when the battery is at least ``hysteresis_percent`` above the band edge that allows it:
+   with ``now = choice(battery)`` ranked above the previous one and
+   ``low = choice(battery - hysteresis)``, the result is the higher-ranked of ``low`` and the
+   previous option (the previous one only while it is allowed by the caps and within the
+   budget), never above ``now``.  It drops at once.  Not applied while charging or when the
+   battery level is unknown.  A previous option that is not a candidate is ignored.
+4. Switch cost.  Given which options are materialised now (``materialized``: their sessions
+   are built) and the seconds since the last cold switch (``cold_switch_age_s``), the choice
+   does not RISE onto an option that is not materialised while the last cold switch was less
+   than ``cold_switch_min_interval_s`` ago (default 30 s; 0: off): it stays on the previous
+   option when that one is materialised, allowed by the caps and within the budget.  Building a
+   session costs a second or more and its memory, so a policy that flaps between bands must
+   not rebuild each time.  It drops at once.  Without ``materialized`` (every option
+   resident, or unknown) the rule does not apply.
 
-4. Switch cost.  Given which k are materialised now (``materialized``: their sessions are
-   built) and the seconds since the last cold switch (``cold_switch_age_s``), k does not RISE
-   onto a k that is not materialised while the last cold switch was less than
-   ``cold_switch_min_interval_s`` ago (default 30 s; 0: off): building a k costs a second or
-   more and its memory, so a policy that flaps between bands must not rebuild each time.  It
-   drops at once (a drop answers the battery, the heat or the budget).  Without
-   ``materialized`` (every k resident, or unknown) the rule does not apply.
+The previous option and the entries of ``materialized`` are ``k`` (k at fp32 where the table
+has it, else k's first precision in the order above), ``"k@precision"`` or
+``{"k": k, "precision": p}``.
 
-The memory budget: a LUT device entry with ``memory_budget_mb`` leaves out the k whose steady
-``rss_anon_mb`` exceeds it (the smallest k always stays), before the rules above.
+The memory budget: a LUT device entry with ``memory_budget_mb`` leaves out the rows whose
+steady ``rss_anon_mb`` exceeds it (the smallest k's rows always stay), before the rules above.
 
-The result names what limited k (``limit``): ``none`` (the largest k), ``battery``,
-``thermal``, ``low_power``, ``budget``, ``hysteresis`` or ``switch_cost``.  The Kotlin
-(``android_demo/policy``) and Swift (``ios_demo/HydraPolicy``) ports implement the same
-rule; ``tests/policy_vectors.json`` holds the cases all three pass.
+The result names the option (``k``, ``precision``) and what limited it (``limit``): ``none``,
+``battery``, ``thermal``, ``low_power`` (the cap: cap_k below the largest k), ``budget`` (the
+budget left out a higher-ranked allowed option, or none fits), ``hysteresis`` or
+``switch_cost``; its ``reason`` names the precision when the options have several.  The Kotlin
+(``android_demo/policy``) and Swift (``ios_demo/HydraPolicy``) ports implement the same rule;
+``tests/policy_vectors.json`` holds the cases all three pass.
 
 No torch, no numpy: the runtime and the apps' logic depend on this alone.
 """
@@ -46,15 +68,19 @@ No torch, no numpy: the runtime and the apps' logic depend on this alone.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from .errors import UsageError
+from .policy_options import (
+    PRECISION_ORDER, OptionRef, PolicyError, PolicyOption, Ranking, as_options, default_latency, parse_ref, resolve_ref,
+)
 
 __all__ = [
     "THERMAL_STATES", "LIMITS", "DEFAULT_POLICY", "PolicyError", "PolicyConfig", "Band", "PolicyInput",
-    "Decision", "decide", "PolicyState", "parse_battery", "cap_for_fraction",
+    "Decision", "decide", "PolicyState", "parse_battery", "cap_for_fraction", "PolicyOption", "PRECISION_ORDER",
 ]
 
 THERMAL_STATES = ("nominal", "fair", "serious", "critical")
@@ -79,14 +105,8 @@ DEFAULT_POLICY: dict[str, Any] = {
 #: Slack when comparing ``k <= fraction * k_max`` (so 0.29 * 100 still allows k = 29).
 _EPS = 1e-9
 
-
-class PolicyError(UsageError):
-    """Bad policy input or policy data.  ``code`` is shared with the Kotlin/Swift ports and the vectors:
-    ``invalid_battery``, ``invalid_thermal``, ``invalid_budget``, ``invalid_policy``, ``empty_table``."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
+#: What the policy takes as its table: {k: p90_ms}, {(k, precision): p90_ms} or PolicyOption items.
+Candidates = Union[Mapping[Any, float], Iterable[PolicyOption]]
 
 
 def _number(value: Any, what: str, lo: float | None = None, hi: float | None = None) -> float:
@@ -210,7 +230,9 @@ def parse_battery(value: Any) -> Optional[float]:
 class PolicyInput:
     """Power state for one decision.  ``battery`` None means unknown; ``budget_ms`` None uses the policy's.
 
-    ``materialized``: the k whose sessions are built now (None: every k resident, or unknown);
+    ``materialized``: the options whose sessions are built now (None: every option resident, or
+    unknown), each ``k``, ``"k@precision"``, ``{"k": k, "precision": p}`` or ``(k, precision)``
+    (a bare k: module docstring); :meth:`checked` makes them ``(k, precision or None)`` pairs.
     ``cold_switch_age_s``: seconds since the last cold switch (None: none yet).  Rule 4.
     """
 
@@ -219,7 +241,7 @@ class PolicyInput:
     low_power: bool = False
     thermal: Optional[str] = None
     budget_ms: Optional[float] = None
-    materialized: Optional[tuple[int, ...]] = None
+    materialized: Optional[tuple[Any, ...]] = None
     cold_switch_age_s: Optional[float] = None
 
     def checked(self) -> "PolicyInput":
@@ -237,9 +259,11 @@ class PolicyInput:
             budget = float(budget)
         mat = self.materialized
         if mat is not None:
-            if isinstance(mat, (str, bytes)) or not all(isinstance(k, int) and not isinstance(k, bool) for k in mat):
-                raise PolicyError("invalid_switch_state", f"materialized must be a list of head counts, got {mat!r}")
-            mat = tuple(sorted(set(mat)))
+            refs = None if isinstance(mat, (str, bytes, Mapping)) else [parse_ref(m) for m in mat]
+            if refs is None or None in refs:
+                raise PolicyError("invalid_switch_state", "materialized must be a list of head counts k, 'k@precision' "
+                                                          f"or {{k, precision}} objects, got {mat!r}")
+            mat = tuple(sorted(set(refs), key=lambda r: (r[0], r[1] or "")))
         age = self.cold_switch_age_s
         if age is not None:
             if isinstance(age, bool) or not isinstance(age, (int, float)) or not math.isfinite(age) or age < 0:
@@ -272,11 +296,16 @@ class Decision:
     p90_ms: float
     fits_budget: Optional[bool]
     held: bool = False
+    precision: str = "fp32"
+    top1: Optional[float] = None
+    #: the cap in latency: the largest p90 among the options with k = cap_k
+    cap_ms: Optional[float] = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "limit": self.limit, "reason": self.reason, "cap_k": self.cap_k, "band": self.band,
+        return {"k": self.k, "precision": self.precision, "limit": self.limit, "reason": self.reason,
+                "cap_k": self.cap_k, "cap_ms": self.cap_ms, "band": self.band,
                 "battery_percent": self.battery_percent, "budget_ms": self.budget_ms, "p90_ms": self.p90_ms,
-                "fits_budget": self.fits_budget, "held": self.held}
+                "top1": self.top1, "fits_budget": self.fits_budget, "held": self.held}
 
 
 def cap_for_fraction(ks: Sequence[int], fraction: float) -> int:
@@ -290,9 +319,56 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def _choose(latency: Mapping[int, float], policy: PolicyConfig, inp: PolicyInput, percent: float,
-            budget: Optional[float]) -> Decision:
-    ks = sorted(latency)
+@dataclass(frozen=True)
+class _Table:
+    """Validated options of one decision: all of them (caps), the frontier candidates, their rank."""
+
+    options: tuple[PolicyOption, ...]
+    candidates: tuple[PolicyOption, ...]
+    ranking: Ranking
+    ks: tuple[int, ...]
+    #: the options have several precisions: reasons name them
+    several: bool
+
+    def label(self, o: PolicyOption) -> str:
+        return o.label(self.several)
+
+
+def _table(candidates: Candidates) -> _Table:
+    options = as_options(candidates)
+    frontier = tuple(o for o in options if o.frontier)
+    if not frontier:
+        raise PolicyError("empty_table", "no row of this device's table is on its accuracy/latency frontier")
+    return _Table(options, frontier, Ranking(frontier), tuple(sorted({o.k for o in options})),
+                  len({o.precision for o in options}) > 1)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    decision: Decision
+    option: PolicyOption
+    #: the candidates the caps allow
+    allowed: tuple[PolicyOption, ...]
+
+    def eligible(self, o: PolicyOption) -> bool:
+        """``o`` may be kept instead of this choice: allowed by the caps and within the budget."""
+        budget = self.decision.budget_ms
+        return o in self.allowed and (budget is None or o.p90_ms <= budget)
+
+    def holding(self, o: PolicyOption, limit: str, reason: str) -> "_Choice":
+        budget = self.decision.budget_ms
+        d = dataclasses.replace(self.decision, k=o.k, precision=o.precision, top1=o.top1, p90_ms=o.p90_ms,
+                                limit=limit, reason=reason, held=True,
+                                fits_budget=None if budget is None else o.p90_ms <= budget)
+        return _Choice(d, o, self.allowed)
+
+    def explained(self, reason: str) -> "_Choice":
+        return _Choice(dataclasses.replace(self.decision, reason=reason), self.option, self.allowed)
+
+
+def _choose(table: _Table, policy: PolicyConfig, inp: PolicyInput, percent: float, budget: Optional[float]) -> _Choice:
+    """Rules 1 and 2 at battery level ``percent``."""
+    ks = list(table.ks)
     k_max = ks[-1]
     caps: list[tuple[int, str, str]] = []
     if inp.low_power:
@@ -316,91 +392,135 @@ def _choose(latency: Mapping[int, float], policy: PolicyConfig, inp: PolicyInput
         if c < cap_k:
             cap_k, limit = c, code
         why.append(f"{text} -> {c}")
-    allowed = [k for k in ks if k <= cap_k]
+    cap_ms = max(o.p90_ms for o in table.options if o.k == cap_k)
+    allowed = tuple(o for o in table.candidates if o.k <= cap_k or 0 < o.p90_ms <= cap_ms)
+    if not allowed:
+        k0 = min(o.k for o in table.candidates)
+        allowed = tuple(o for o in table.candidates if o.k == k0)
+    if table.several and cap_k < k_max:
+        why.append(f"a larger k is allowed at a p90 within k={cap_k}'s {cap_ms:.3g} ms")
+    top = table.ranking.best(allowed)
+    label = table.label
     if budget is None:
-        k, fits = cap_k, None
+        pick, fits = top, None
         why.append("no latency budget")
     else:
-        fitting = [k for k in allowed if latency[k] <= budget]
+        fitting = [o for o in allowed if o.p90_ms <= budget]
         if fitting:
-            k, fits = max(fitting), True
-            if k < cap_k:
+            pick, fits = table.ranking.best(fitting), True
+            if pick != top:
                 limit = "budget"
-                why.append(f"k={cap_k} p90 {latency[cap_k]:.3g} ms exceeds the {_fmt(budget)} ms budget")
-            why.append(f"k={k} p90 {latency[k]:.3g} ms fits the {_fmt(budget)} ms budget")
+                why.append(f"{label(top)} p90 {top.p90_ms:.3g} ms exceeds the {_fmt(budget)} ms budget")
+            why.append(f"{label(pick)} p90 {pick.p90_ms:.3g} ms fits the {_fmt(budget)} ms budget")
         else:
-            k, fits, limit = ks[0], False, "budget"
-            why.append(f"no k fits the {_fmt(budget)} ms budget (k={ks[0]} p90 {latency[ks[0]]:.3g} ms): using the smallest k")
-    return Decision(k=k, limit=limit, reason="; ".join(why), cap_k=cap_k, band=band_name, battery_percent=percent,
-                    budget_ms=budget, p90_ms=latency[k], fits_budget=fits)
+            pick, fits, limit = Ranking.smallest_fastest(allowed), False, "budget"
+            what, how = ("option", " at its fastest precision") if table.several else ("k", "")
+            why.append(f"no {what} fits the {_fmt(budget)} ms budget ({label(pick)} p90 {pick.p90_ms:.3g} ms): "
+                       f"using the smallest k{how}")
+    if table.several and budget is None:
+        why.append(f"{label(pick)} ranks highest")
+    d = Decision(k=pick.k, precision=pick.precision, top1=pick.top1, limit=limit, reason="; ".join(why), cap_k=cap_k,
+                 cap_ms=cap_ms, band=band_name, battery_percent=percent, budget_ms=budget, p90_ms=pick.p90_ms,
+                 fits_budget=fits)
+    return _Choice(d, pick, allowed)
 
 
-def decide(latency: Mapping[int, float], policy: PolicyConfig, inputs: PolicyInput,
+def _ref_text(ref: OptionRef) -> str:
+    return f"k={ref[0]}" + (f" {ref[1]}" if ref[1] is not None else "")
+
+
+def decide(candidates: Candidates, policy: PolicyConfig, inputs: PolicyInput, previous: Any = None, *,
            previous_k: Optional[int] = None) -> Decision:
-    """Pick k from ``latency`` (k -> p90 ms) under ``policy`` for ``inputs``; see the module docstring."""
-    if not latency:
-        raise PolicyError("empty_table", "the lookup table has no rows for this device")
+    """Pick an option from ``candidates`` (``{k: p90_ms}``, ``{(k, precision): p90_ms}`` or
+    :class:`PolicyOption` items) under ``policy`` for ``inputs``; ``previous``: the option in use
+    (``k``, ``"k@precision"``, ``{k, precision}``, a pair or an option; ``previous_k``: the old
+    keyword for a k).  See the module docstring."""
+    return _decide(_table(candidates), policy, inputs, previous if previous is not None else previous_k)
+
+
+def _decide(table: _Table, policy: PolicyConfig, inputs: PolicyInput, previous: Any) -> Decision:
     inp = inputs.checked()
-    d = _decide_power(latency, policy, inp, previous_k)
-    mat, age = inp.materialized, inp.cold_switch_age_s
-    if (mat is None or previous_k is None or previous_k not in latency or previous_k not in mat or d.k in mat
-            or d.k <= previous_k or policy.cold_switch_min_interval_s <= 0 or age is None
-            or age >= policy.cold_switch_min_interval_s):
-        return d
-    reason = (f"{d.reason}; switch cost: k={d.k} is not materialised and the last cold switch was "
-              f"{_fmt(round(age, 3))} s ago (< {_fmt(policy.cold_switch_min_interval_s)} s): staying at k={previous_k}")
-    fits = None if d.budget_ms is None else latency[previous_k] <= d.budget_ms
-    return Decision(k=previous_k, limit="switch_cost", reason=reason, cap_k=d.cap_k, band=d.band,
-                    battery_percent=d.battery_percent, budget_ms=d.budget_ms, p90_ms=latency[previous_k],
-                    fits_budget=fits, held=True)
+    ref = None if previous is None else parse_ref(previous)
+    if previous is not None and ref is None:
+        raise PolicyError("invalid_previous", f"the previous option must be k, 'k@precision' or {{k, precision}}, "
+                                              f"got {previous!r}")
+    prev = None if ref is None else resolve_ref(ref, table.candidates)
+    c = _decide_power(table, policy, inp, ref, prev)
+    mat, age, interval = inp.materialized, inp.cold_switch_age_s, policy.cold_switch_min_interval_s
+    if mat is None or prev is None or interval <= 0 or age is None or age >= interval:
+        return c.decision
+    resident = {o.ref for o in (resolve_ref(r, table.candidates) for r in mat) if o is not None}
+    if (prev.ref not in resident or c.option.ref in resident or not table.ranking.above(c.option, prev)
+            or not c.eligible(prev)):
+        return c.decision
+    reason = (f"{c.decision.reason}; switch cost: {table.label(c.option)} is not materialised and the last cold "
+              f"switch was {_fmt(round(age, 3))} s ago (< {_fmt(interval)} s): staying at {table.label(prev)}")
+    return c.holding(prev, "switch_cost", reason).decision
 
 
-def _decide_power(latency: Mapping[int, float], policy: PolicyConfig, inp: PolicyInput,
-                  previous_k: Optional[int]) -> Decision:
-    """Rules 1-3 (caps, budget, hysteresis) for checked inputs."""
+def _decide_power(table: _Table, policy: PolicyConfig, inp: PolicyInput, ref: Optional[OptionRef],
+                  prev: Optional[PolicyOption]) -> _Choice:
+    """Rules 1-3 (caps, budget, hysteresis) for checked inputs; ``prev``: the previous option among the candidates."""
     budget = inp.budget_ms if inp.budget_ms is not None else policy.budget_ms
     unknown = inp.battery is None
     percent = policy.unknown_battery_percent if unknown else inp.battery
-    now = _choose(latency, policy, inp, percent, budget)
+    now = _choose(table, policy, inp, percent, budget)
     prefix = "battery unknown, treated as " + _fmt(percent) + "%; " if unknown and not inp.charging else ""
-    if previous_k is not None and previous_k not in latency:
-        return Decision(**{**now.as_dict(), "reason": prefix + now.reason + f"; previous k={previous_k} is not in the table, ignored"})
-    if previous_k is None or unknown or inp.charging or policy.hysteresis_percent <= 0 or previous_k >= now.k:
-        return Decision(**{**now.as_dict(), "reason": prefix + now.reason})
-    conservative = _choose(latency, policy, inp, max(0.0, percent - policy.hysteresis_percent), budget)
-    k = max(conservative.k, min(previous_k, now.k))
-    if k == now.k:
-        return Decision(**{**now.as_dict(), "reason": prefix + now.reason})
-    reason = (f"{now.reason}; hysteresis: staying at k={k} (previous k={previous_k}) until the battery is "
-              f"{_fmt(policy.hysteresis_percent)}% above the band edge")
-    fits = None if budget is None else latency[k] <= budget
-    return Decision(k=k, limit="hysteresis", reason=prefix + reason, cap_k=now.cap_k, band=now.band,
-                    battery_percent=percent, budget_ms=budget, p90_ms=latency[k], fits_budget=fits, held=True)
+    if ref is not None and prev is None:
+        where = "is off the frontier" if resolve_ref(ref, table.options) is not None else "is not in the table"
+        return now.explained(prefix + now.decision.reason + f"; previous {_ref_text(ref)} {where}, ignored")
+    if (prev is None or unknown or inp.charging or policy.hysteresis_percent <= 0
+            or not table.ranking.above(now.option, prev)):
+        return now.explained(prefix + now.decision.reason)
+    low = _choose(table, policy, inp, max(0.0, percent - policy.hysteresis_percent), budget).option
+    held = prev if now.eligible(prev) and table.ranking.above(prev, low) else low
+    if not table.ranking.above(now.option, held):
+        return now.explained(prefix + now.decision.reason)
+    reason = (f"{now.decision.reason}; hysteresis: staying at {table.label(held)} (previous {table.label(prev)}) "
+              f"until the battery is {_fmt(policy.hysteresis_percent)}% above the band edge")
+    return now.holding(held, "hysteresis", prefix + reason)
 
 
 class PolicyState:
-    """Stateful policy for a running app or runtime: remembers the previous k for hysteresis.
+    """Stateful policy for a running app or runtime: remembers the previous option for hysteresis.
 
     >>> state = PolicyState({3: 4.1, 6: 9.8, 12: 31.0}, PolicyConfig())
     >>> state.update(PolicyInput(battery=35)).k
     6
     """
 
-    def __init__(self, latency: Mapping[int, float], policy: Optional[PolicyConfig] = None,
+    def __init__(self, candidates: Candidates, policy: Optional[PolicyConfig] = None, previous: Any = None, *,
                  previous_k: Optional[int] = None):
-        if not latency:
-            raise PolicyError("empty_table", "the lookup table has no rows for this device")
-        self.latency = {int(k): float(v) for k, v in latency.items()}
+        self._table = _table(candidates)
         self.policy = policy or PolicyConfig()
-        self.previous_k = previous_k
+        #: the option in use (any form :func:`decide` accepts); each update sets ``(k, precision)``
+        self.previous = previous if previous is not None else previous_k
         self.last: Optional[Decision] = None
 
+    @property
+    def options(self) -> tuple[PolicyOption, ...]:
+        return self._table.options
+
+    @property
+    def latency(self) -> dict[int, float]:
+        """k -> p90 ms of each k's default option (fp32, else its first precision): the old table form."""
+        return default_latency(self._table.options)
+
+    @property
+    def previous_k(self) -> Optional[int]:
+        ref = None if self.previous is None else parse_ref(self.previous)
+        return None if ref is None else ref[0]
+
+    @previous_k.setter
+    def previous_k(self, k: Optional[int]) -> None:
+        self.previous = k
+
     def update(self, inputs: PolicyInput) -> Decision:
-        decision = decide(self.latency, self.policy, inputs, self.previous_k)
-        self.previous_k = decision.k
+        decision = _decide(self._table, self.policy, inputs, self.previous)
+        self.previous = (decision.k, decision.precision)
         self.last = decision
         return decision
 
     def reset(self) -> None:
-        self.previous_k = None
+        self.previous = None
         self.last = None

@@ -29,8 +29,11 @@ def run_case(case: dict) -> list[dict]:
                 state = lut.device(case["device"], case.get("backend")).state()
             if "previous_k" in step:
                 state.previous_k = step["previous_k"]
+            if "previous" in step:
+                state.previous = step["previous"]
             d = state.update(PolicyInput.from_dict(step["input"]))
-            outcomes.append({"k": d.k, "limit": d.limit, "band": d.band, "fits_budget": d.fits_budget})
+            outcomes.append({"k": d.k, "precision": d.precision, "limit": d.limit, "band": d.band,
+                             "fits_budget": d.fits_budget})
         except UnknownDeviceError:
             outcomes.append({"error": "unknown_device"})
         except PolicyError as exc:

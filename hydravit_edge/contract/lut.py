@@ -1,7 +1,8 @@
 """The per-device lookup table (``lut.json``): its model, its reader and the policy's use of it.
 
-Per device (and per runtime configuration measured on it) the per-k p90 latency and memory
-rows, plus a ``policy`` section holding the battery/thermal thresholds as data
+Per device (and per runtime configuration measured on it) the p90 latency, memory and accuracy
+rows of each (k, precision) measured, each marked whether it is on the entry's
+accuracy/latency frontier, plus a ``policy`` section holding the battery/thermal thresholds as data
 (:data:`hydravit_edge.policy.DEFAULT_POLICY`).  Built from benchmark reports by
 ``hydravit-edge lut build`` (:mod:`hydravit_edge.bench.lut_build`); read here by the Python
 runtime and ``hydravit-edge lut pick``, and by the Android/iOS apps' ports.  Schema:
@@ -22,12 +23,13 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from hydravit_edge.errors import HydraEdgeError, UsageError
 from hydravit_edge.fileio import atomic_write_text
-from hydravit_edge.policy import Decision, PolicyConfig, PolicyError, PolicyInput, PolicyState, decide
+from hydravit_edge.policy import Decision, PolicyConfig, PolicyError, PolicyInput, PolicyOption, PolicyState, decide
+from hydravit_edge.policy_options import default_latency, precision_rank, resolve_ref
 
 from ._base import Document, Model, OpenModel, read_json
 
 __all__ = ["Lut", "LutDevice", "LutDeviceEntry", "LutRow", "LutError", "UnknownDeviceError", "LUT_FORMAT",
-           "LUT_SCHEMA_VERSION", "load_lut", "save_lut", "match_name"]
+           "LUT_SCHEMA_VERSION", "load_lut", "save_lut", "match_name", "row_precision"]
 
 LUT_FORMAT = "hydravit-edge-lut"
 LUT_SCHEMA_VERSION = 1
@@ -119,9 +121,13 @@ class PolicyOverride(Model):
 
 
 class LutRow(Model):
-    """One k of one device configuration."""
+    """One (k, precision) of one device configuration."""
 
     k: Annotated[int, Field(ge=1)]
+    precision: Optional[Annotated[str, Field(min_length=1)]] = None
+    """Numeric precision of this row's artifact (fp32, fp16, int8, int8-static); absent: the entry's precision, else fp32."""
+    frontier: Optional[bool] = None
+    """On the entry's accuracy/latency frontier: no other row is at least as fast (p90) and as accurate (top1; k when a row lacks top1) and better in one. A row marked false is not a policy candidate (absent: it is)."""
     p90_ms: Annotated[float, Field(gt=0)]
     """Latency the policy compares with the budget."""
     latency_basis: Literal["p90", "median", "throughput"]
@@ -151,7 +157,7 @@ class LutRow(Model):
 
 
 class LutDeviceEntry(Model):
-    """The rows of one device on one runtime configuration; the first entry of a name is its default."""
+    """The rows of one device on one runtime configuration (its precisions together: one row per (k, precision)); the first entry of a name is its default."""
 
     name: Annotated[str, Field(min_length=1)]
     """Device name as in its report (reports/<name>.json)."""
@@ -162,6 +168,7 @@ class LutDeviceEntry(Model):
     mode: Optional[Literal["single", "per-k", "eager"]] = None
     compute: Optional[str] = None
     precision: Optional[str] = None
+    """The precision every row has (rows of several precisions: null, and each row names its own)."""
     materialize: Optional[Literal["lazy", "eager"]] = None
     """Single artifacts: how the rows' k were materialised (lazy: one k's session at a time; eager: every k in one session)."""
     memory_budget_mb: Optional[Annotated[float, Field(gt=0)]] = None
@@ -189,7 +196,7 @@ class LutTool(OpenModel):
 
 
 class Lut(Document):
-    """Per-device, per-k latency/memory rows built from benchmark reports by `hydravit-edge lut build`, plus the battery/thermal policy as data. Read by the Python runtime, `hydravit-edge lut pick`, and the Android/iOS demo apps (bundled as an asset). A device may have several entries (one per backend/mode/compute configuration); the first entry of a name is its default."""
+    """Per-device latency/memory/accuracy rows, one per (k, precision), each marked on or off the accuracy/latency frontier, built from benchmark reports by `hydravit-edge lut build`, plus the battery/thermal policy as data. Read by the Python runtime, `hydravit-edge lut pick`, and the Android/iOS demo apps (bundled as an asset). A device may have several entries (one per backend/mode/compute configuration); the first entry of a name is its default."""
 
     model_config = ConfigDict(title="hydravit-edge lookup table (lut.json)")
     error: ClassVar[type[HydraEdgeError]] = LutError
@@ -220,16 +227,19 @@ class Lut(Document):
 
     @model_validator(mode="after")
     def _policy_rules(self) -> "Lut":
-        """The rules the schema cannot state: the policy's (bands, one starting at 0), one row per k."""
+        """The rules the schema cannot state: the policy's (bands, one starting at 0), one row per (k, precision), a frontier."""
         try:
             base = self.policy.model_dump()
             PolicyConfig.from_dict(base)
             for i, dev in enumerate(self.devices):
                 if dev.policy is not None:
                     PolicyConfig.from_dict({**base, **dev.policy.model_dump(exclude_unset=True)})
-                ks = [r.k for r in dev.rows]
-                if len(set(ks)) != len(ks):
-                    raise ValueError(f"devices[{i}] ('{dev.name}') lists a k twice: {sorted(ks)}")
+                refs = [(r.k, row_precision(dev, r)) for r in dev.rows]
+                twice = sorted({f"{k}@{p}" for k, p in refs if refs.count((k, p)) > 1})
+                if twice:
+                    raise ValueError(f"devices[{i}] ('{dev.name}') lists a k twice at one precision: {', '.join(twice)}")
+                if all(r.frontier is False for r in dev.rows):
+                    raise ValueError(f"devices[{i}] ('{dev.name}') has no row on its frontier (every row frontier: false)")
         except PolicyError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -309,33 +319,60 @@ class LutDevice:
 
     @property
     def ks(self) -> list[int]:
-        return sorted(r.k for r in self.rows)
+        return sorted({r.k for r in self.rows})
+
+    @property
+    def precisions(self) -> list[str]:
+        """The precisions of the entry's rows, in the precision order."""
+        return sorted({row_precision(self.entry, r) for r in self.rows}, key=precision_rank)
+
+    @property
+    def options(self) -> list[PolicyOption]:
+        """The rows as the policy's options: those that fit the entry's memory budget (steady
+        ``rss_anon_mb`` within ``memory_budget_mb``; the smallest k's rows always stay), each a
+        candidate unless the LUT marks it off the frontier (``frontier: false``)."""
+        budget = self.entry.memory_budget_mb
+        smallest = min(r.k for r in self.rows)
+        return [PolicyOption(r.k, row_precision(self.entry, r), r.p90_ms, r.top1, r.macs, r.frontier is not False)
+                for r in self.rows
+                if budget is None or r.rss_anon_mb is None or r.rss_anon_mb <= budget or r.k == smallest]
 
     @property
     def latency(self) -> dict[int, float]:
-        """k -> p90 ms, what the policy compares with the budget: the k that fit the entry's memory
-        budget (steady ``rss_anon_mb`` within ``memory_budget_mb``; the smallest k always stays)."""
-        budget = self.entry.memory_budget_mb
-        smallest = min(r.k for r in self.rows)
-        return {r.k: r.p90_ms for r in self.rows
-                if budget is None or r.rss_anon_mb is None or r.rss_anon_mb <= budget or r.k == smallest}
+        """k -> p90 ms of each k's default row (fp32 where the entry has it, else its first precision)
+        among :attr:`options`: the single-precision view (the runtime runs one precision)."""
+        return default_latency(self.options)
 
-    def row(self, k: int) -> LutRow:
-        for r in self.rows:
-            if r.k == k:
-                return r
-        raise UsageError(f"device '{self.name}' has no k={k} in the LUT; it has {self.ks}")
+    def latency_at(self, precision: str) -> dict[int, float]:
+        """k -> p90 ms of the rows at ``precision`` among :attr:`options` (a runtime running that precision)."""
+        return {o.k: o.p90_ms for o in self.options if o.precision == precision}
 
-    def decide(self, inputs: PolicyInput, previous_k: Optional[int] = None) -> Decision:
-        return decide(self.latency, self.policy, inputs, previous_k)
+    def row(self, k: int, precision: Optional[str] = None) -> LutRow:
+        """The row of k at ``precision`` (None: fp32 where there is one, else k's first precision)."""
+        options = [PolicyOption(r.k, row_precision(self.entry, r), r.p90_ms) for r in self.rows]
+        found = resolve_ref((k, precision), options)
+        if found is None:
+            at = f" at {precision}" if precision else ""
+            raise UsageError(f"device '{self.name}' has no k={k}{at} in the LUT; it has k {self.ks} at "
+                             f"{', '.join(self.precisions)}")
+        return next(r for r in self.rows if r.k == k and row_precision(self.entry, r) == found.precision)
 
-    def state(self, previous_k: Optional[int] = None) -> PolicyState:
-        """A :class:`PolicyState` (remembers the previous k for hysteresis) for this device."""
-        return PolicyState(self.latency, self.policy, previous_k)
+    def decide(self, inputs: PolicyInput, previous: Any = None) -> Decision:
+        """The policy's decision over :attr:`options`; ``previous``: the option in use (k, "k@precision" ...)."""
+        return decide(self.options, self.policy, inputs, previous)
+
+    def state(self, previous: Any = None) -> PolicyState:
+        """A :class:`PolicyState` (remembers the previous option for hysteresis) for this device."""
+        return PolicyState(self.options, self.policy, previous)
 
     def label(self) -> str:
-        bits = [self.backend] + [b for b in (self.entry.mode, self.entry.compute) if b]
+        bits = [self.backend] + [b for b in (self.entry.mode, self.entry.compute) if b] + ["+".join(self.precisions)]
         return f"{self.name} ({', '.join(bits)}, {self.entry.source})"
+
+
+def row_precision(entry: LutDeviceEntry, row: LutRow) -> str:
+    """A row's precision: its own, else its entry's, else fp32."""
+    return row.precision or entry.precision or "fp32"
 
 
 def load_lut(path: str | os.PathLike) -> Lut:

@@ -63,14 +63,18 @@ public enum Tables {
                       source: "lut.json entry '\(name)' (this device is not in the LUT)", fallback: true)
     }
 
-    /// A LUT device entry (p90 rows) from a report's rows of `backend`; nil when it has none.
+    /// A LUT device entry (p90 rows, one per k and precision, with top-1 where measured) from a report's rows of `backend`; nil when it has none.
     public static func entryFromReport(_ report: [String: Any], backend: String) -> [String: Any]? {
         guard let rows = report["rows"] as? [[String: Any]], let device = report["device"] as? [String: Any] else { return nil }
-        var seen = Set<Int>()
+        var seen = Set<OptionRef>()
         var out: [[String: Any]] = []
         for r in rows where r["backend"] as? String == backend {
-            guard let k = jsonNumber(r["k"]), let p90 = jsonNumber(r["latency_p90_ms"]), seen.insert(Int(k)).inserted else { continue }
-            out.append(["k": Int(k), "p90_ms": p90, "latency_basis": "p90"])
+            let precision = r["precision"] as? String ?? "fp32"
+            guard let k = jsonNumber(r["k"]), let p90 = jsonNumber(r["latency_p90_ms"]),
+                  seen.insert(OptionRef(k: Int(k), precision: precision)).inserted else { continue }
+            var row: [String: Any] = ["k": Int(k), "precision": precision, "p90_ms": p90, "latency_basis": "p90"]
+            if let acc = r["accuracy"] as? [String: Any], let top1 = jsonNumber(acc["top1"]) { row["top1"] = top1 }
+            out.append(row)
         }
         if out.isEmpty { return nil }
         return ["name": device["name"] as? String ?? "this device", "source": "measured", "backend": backend, "rows": out]

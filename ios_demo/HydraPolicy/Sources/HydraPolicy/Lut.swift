@@ -1,8 +1,9 @@
 import Foundation
 
 // Reader for lut.json (schema: hydravit_edge/schemas/lut.schema.json), ported from
-// hydravit_edge/lut.py: device lookup (exact, case-insensitive, then file-name form) and the
-// effective policy (table-wide `policy` overlaid with a device's `policy` overrides).
+// hydravit_edge/contract/lut.py: device lookup (exact, case-insensitive, then file-name form), the
+// effective policy (table-wide `policy` overlaid with a device's `policy` overrides) and the rows
+// as (k, precision) options (a row's precision: its own, else its entry's, else fp32).
 
 public let lutFormat = "hydravit-edge-lut"
 public let lutSchemaVersion = 1
@@ -10,11 +11,16 @@ public let lutSchemaVersion = 1
 public struct LutDevice {
     public let entry: [String: Any]
     public let policy: PolicyConfig
-    /// k -> p90 ms, what the policy compares with the budget: the k whose steady memory
-    /// (`rss_anon_mb`) fits the entry's `memory_budget_mb` (the smallest k always stays).
+    /// The rows as the policy's options: those whose steady memory (`rss_anon_mb`) fits the entry's
+    /// `memory_budget_mb` (the smallest k's rows always stay), each a candidate unless the LUT marks
+    /// it off the frontier (`frontier: false`); sorted by k, then the precision order.
+    public let options: [PolicyOption]
+    /// k -> p90 ms of each k's default row (fp32, else its first precision) among `options`.
     public let latency: [Int: Double]
     /// Every k of the entry's rows.
     public let ks: [Int]
+    /// The precisions of the entry's rows, in the precision order.
+    public let precisions: [String]
     /// Most resident memory the materialised k may take together here (nil: the app's default).
     public var memoryBudgetMb: Double? { jsonNumber(entry["memory_budget_mb"]) }
 
@@ -22,35 +28,51 @@ public struct LutDevice {
         guard let rows = entry["rows"] as? [[String: Any]], !rows.isEmpty else {
             throw PolicyError("invalid_lut", "device entry has no rows")
         }
-        var all: [Int: (p90: Double, memory: Double?)] = [:]
+        let entryPrecision = entry["precision"] as? String ?? "fp32"
+        var all: [(option: PolicyOption, memory: Double?)] = []
         for row in rows {
-            guard let k = jsonNumber(row["k"]), let p90 = jsonNumber(row["p90_ms"]) else {
+            guard let k = jsonInt(row["k"]), let p90 = jsonNumber(row["p90_ms"]) else {
                 throw PolicyError("invalid_lut", "a LUT row needs k and p90_ms")
             }
-            all[Int(k)] = (p90, jsonNumber(row["rss_anon_mb"]))
+            let precision = row["precision"] as? String ?? entryPrecision
+            let option = PolicyOption(k: k, precision: precision, p90Ms: p90, top1: jsonNumber(row["top1"]),
+                                      macs: jsonNumber(row["macs"]).map { Int64($0) },
+                                      frontier: (row["frontier"] as? Bool) ?? true)
+            all.append((option: option, memory: jsonNumber(row["rss_anon_mb"])))
         }
+        let sorted = try Options.checked(all.map { $0.option })  // one row per (k, precision)
         let budget = jsonNumber(entry["memory_budget_mb"])
-        let smallest = all.keys.min()!
-        var latency: [Int: Double] = [:]
-        for (k, row) in all {
-            if let b = budget, let m = row.memory, m > b, k != smallest { continue }
-            latency[k] = row.p90
+        let smallest = all.map { $0.option.k }.min()!
+        let memory = Dictionary(uniqueKeysWithValues: all.map { ($0.option.ref, $0.memory) })
+        let options = sorted.filter { o in
+            guard let b = budget, let m = memory[o.ref] ?? nil else { return true }
+            return m <= b || o.k == smallest
         }
         self.entry = entry
         self.policy = policy
-        self.latency = latency
-        self.ks = all.keys.sorted()
+        self.options = options
+        self.latency = Options.defaultLatency(options)
+        self.ks = Array(Set(sorted.map { $0.k })).sorted()
+        self.precisions = Array(Set(sorted.map { $0.precision })).sorted(by: precisionBefore)
     }
 
     public var name: String { entry["name"] as? String ?? "" }
     public var backend: String { entry["backend"] as? String ?? "" }
 
-    public func decide(_ inputs: PolicyInput, previousK: Int? = nil) throws -> Decision {
-        try Policy.decide(latency: latency, policy: policy, inputs: inputs, previousK: previousK)
+    public func decide(_ inputs: PolicyInput, previous: OptionRef? = nil) throws -> Decision {
+        try Policy.decide(options: options, policy: policy, inputs: inputs, previous: previous)
     }
 
-    public func state(previousK: Int? = nil) throws -> PolicyState {
-        try PolicyState(latency: latency, policy: policy, previousK: previousK)
+    public func decide(_ inputs: PolicyInput, previousK: Int) throws -> Decision {
+        try decide(inputs, previous: OptionRef(k: previousK))
+    }
+
+    public func state(previous: OptionRef? = nil) throws -> PolicyState {
+        try PolicyState(options: options, policy: policy, previous: previous)
+    }
+
+    public func state(previousK: Int) throws -> PolicyState {
+        try state(previous: OptionRef(k: previousK))
     }
 }
 

@@ -1,14 +1,21 @@
 import Foundation
 
-// The battery/thermal policy that picks a head count k, ported from hydravit_edge/policy.py
+// The battery/thermal policy that picks a (k, precision) option, ported from hydravit_edge/policy.py
 // (and identical to the Android port). Same rule, thresholds from the LUT's `policy` section,
-// same vectors (tests/policy_vectors.json):
+// same vectors (tests/policy_vectors.json). Candidates are `PolicyOption`s (the old [Int: Double]
+// is every k at fp32); only those the LUT puts on the frontier, while the caps count every option.
+// Rank: `Ranking` (top1 when every candidate has it, else k; then lower p90, the precision order).
 //  1. caps: low-power mode, thermal state, and charging or the battery band each cap k at
-//     fraction x kMax (the smallest k is always allowed); the tightest wins, ties reported in the
-//     order low_power, thermal, battery;
-//  2. budget: the largest k up to the cap whose p90 latency is within the budget, else the smallest k;
-//  3. hysteresis: k = max(choice(battery - h), min(previousK, choice(battery))), not while charging
-//     or with an unknown battery.
+//     fraction x kMax over the distinct k (the smallest k is always allowed); the tightest wins,
+//     ties reported in the order low_power, thermal, battery. In latency: capMs = the largest p90
+//     among the options with k = capK; allowed: candidates with k <= capK, or a p90 in (0, capMs];
+//  2. budget: the highest-ranked allowed option whose p90 is within the budget, else the smallest
+//     allowed k at its fastest precision;
+//  3. hysteresis: a rise above the previous option waits until the battery is h above the band
+//     edge: the higher-ranked of choice(battery - h) and the previous option (while it is allowed
+//     and within the budget), never above choice(battery); not while charging or with an unknown battery;
+//  4. switch cost: no rise onto an option that is not materialised within coldSwitchMinIntervalS
+//     of the last cold switch (the previous option must be materialised, allowed, within the budget).
 
 /// A policy input or policy data error; `code` matches the Python `PolicyError.code` and the vectors.
 public struct PolicyError: Error, CustomStringConvertible, Equatable {
@@ -146,15 +153,15 @@ public struct PolicyInput: Equatable {
     public var lowPower: Bool
     public var thermal: String?
     public var budgetMs: Double?
-    /// The k whose sessions are built now (nil: every k resident, or unknown).
-    public var materialized: Set<Int>?
+    /// The options whose sessions are built now (nil: every option resident, or unknown); a bare k: `OptionRef`.
+    public var materialized: Set<OptionRef>?
     /// Seconds since the last cold switch (nil: none yet).
     public var coldSwitchAgeS: Double?
-    /// Set when the JSON form's `materialized` held something other than head counts (checked() throws).
+    /// Set when the JSON form's `materialized` held something other than option references (checked() throws).
     var invalidMaterialized = false
 
     public init(battery: Double? = nil, charging: Bool = false, lowPower: Bool = false, thermal: String? = nil,
-                budgetMs: Double? = nil, materialized: Set<Int>? = nil, coldSwitchAgeS: Double? = nil) {
+                budgetMs: Double? = nil, materialized: Set<OptionRef>? = nil, coldSwitchAgeS: Double? = nil) {
         self.battery = battery
         self.charging = charging
         self.lowPower = lowPower
@@ -167,18 +174,18 @@ public struct PolicyInput: Equatable {
     /// From the vectors' JSON form: battery, charging, low_power, thermal, budget_ms, materialized,
     /// cold_switch_age_s (all optional).
     public init(json: [String: Any]) {
-        var mat: Set<Int>? = nil
+        var mat: Set<OptionRef>? = nil
         var invalid = false
         if let items = json["materialized"] as? [Any] {
-            var ks = Set<Int>()
+            var refs = Set<OptionRef>()
             for item in items {
-                if let n = item as? NSNumber, !(item is String), n.doubleValue == n.doubleValue.rounded() {
-                    ks.insert(n.intValue)
+                if let ref = OptionRef.parse(item) {
+                    refs.insert(ref)
                 } else {
                     invalid = true
                 }
             }
-            mat = ks
+            mat = refs
         }
         self.init(battery: jsonNumber(json["battery"]),
                   charging: (json["charging"] as? Bool) ?? false,
@@ -206,7 +213,7 @@ public struct PolicyInput: Equatable {
             throw PolicyError("invalid_budget", "latency budget must be a number of milliseconds > 0, got \(b)")
         }
         if invalidMaterialized {
-            throw PolicyError("invalid_switch_state", "materialized must be a list of head counts")
+            throw PolicyError("invalid_switch_state", "materialized must be a list of head counts k, 'k@precision' or {k, precision}")
         }
         if let age = coldSwitchAgeS, !age.isFinite || age < 0 {
             throw PolicyError("invalid_switch_state", "cold_switch_age_s must be a number of seconds >= 0, got \(age)")
@@ -229,7 +236,70 @@ public struct Decision: Equatable {
     /// nil when there is no budget.
     public var fitsBudget: Bool?
     public var held: Bool = false
+    public var precision: String = "fp32"
+    public var top1: Double? = nil
+    /// The cap in latency: the largest p90 among the options with k = capK.
+    public var capMs: Double? = nil
 }
+
+/// Validated options of one decision: all of them (caps), the frontier candidates, their rank.
+struct OptionTable {
+    let options: [PolicyOption]
+    let candidates: [PolicyOption]
+    let ranking: Ranking
+    let ks: [Int]
+    /// The options have several precisions: reasons name them.
+    let several: Bool
+
+    init(_ options: [PolicyOption]) throws {
+        let all = try Options.checked(options)
+        let frontier = all.filter { $0.frontier }
+        if frontier.isEmpty {
+            throw PolicyError("empty_table", "no row of this device's table is on its accuracy/latency frontier")
+        }
+        self.options = all
+        self.candidates = frontier
+        self.ranking = Ranking(frontier)
+        self.ks = Array(Set(all.map { $0.k })).sorted()
+        self.several = Set(all.map { $0.precision }).count > 1
+    }
+
+    func label(_ o: PolicyOption) -> String { o.label(several) }
+}
+
+/// A decision, its option and the candidates the caps allowed.
+struct PolicyChoice {
+    var decision: Decision
+    var option: PolicyOption
+    let allowed: [PolicyOption]
+
+    /// `o` may be kept instead of this choice: allowed by the caps and within the budget.
+    func eligible(_ o: PolicyOption) -> Bool {
+        allowed.contains(o) && (decision.budgetMs.map { o.p90Ms <= $0 } ?? true)
+    }
+
+    func holding(_ o: PolicyOption, limit: String, reason: String) -> PolicyChoice {
+        var d = decision
+        d.k = o.k
+        d.precision = o.precision
+        d.top1 = o.top1
+        d.p90Ms = o.p90Ms
+        d.limit = limit
+        d.reason = reason
+        d.held = true
+        d.fitsBudget = decision.budgetMs.map { o.p90Ms <= $0 }
+        return PolicyChoice(decision: d, option: o, allowed: allowed)
+    }
+
+    func explained(_ reason: String) -> PolicyChoice {
+        var c = self
+        c.decision.reason = reason
+        return c
+    }
+}
+
+/// Python's "%.3g" (trailing zeros dropped), for the reasons.
+func ms(_ x: Double) -> String { String(format: "%.3g", x) }
 
 public enum Policy {
     /// Largest k in `ks` with k <= fraction * max(ks); the smallest k when none is.
@@ -238,9 +308,10 @@ public enum Policy {
         return ks.filter { Double($0) <= limit }.max() ?? ks.min()!
     }
 
-    static func choose(_ latency: [Int: Double], _ policy: PolicyConfig, _ inp: PolicyInput, _ percent: Double,
-                       _ budget: Double?) -> Decision {
-        let ks = latency.keys.sorted()
+    /// Rules 1 and 2 at battery level `percent`.
+    static func choose(_ table: OptionTable, _ policy: PolicyConfig, _ inp: PolicyInput, _ percent: Double,
+                       _ budget: Double?) -> PolicyChoice {
+        let ks = table.ks
         let kMax = ks.last!
         var caps: [(Int, String, String)] = []
         if inp.lowPower {
@@ -272,111 +343,138 @@ public enum Policy {
             }
             why.append("\(text) -> \(c)")
         }
-        var k: Int
-        var fits: Bool?
+        let capMs = table.options.filter { $0.k == capK }.map { $0.p90Ms }.max()!
+        var allowed = table.candidates.filter { $0.k <= capK || ($0.p90Ms > 0 && $0.p90Ms <= capMs) }
+        if allowed.isEmpty {
+            let k0 = table.candidates.map { $0.k }.min()!
+            allowed = table.candidates.filter { $0.k == k0 }
+        }
+        if table.several && capK < kMax { why.append("a larger k is allowed at a p90 within k=\(capK)'s \(ms(capMs)) ms") }
+        let top = table.ranking.best(allowed)
+        let pick: PolicyOption
+        let fits: Bool?
         if let budget = budget {
-            let fitting = ks.filter { $0 <= capK && latency[$0]! <= budget }
-            if let best = fitting.max() {
-                k = best
+            let fitting = allowed.filter { $0.p90Ms <= budget }
+            if !fitting.isEmpty {
+                pick = table.ranking.best(fitting)
                 fits = true
-                if k < capK {
+                if pick != top {
                     limit = "budget"
-                    why.append("k=\(capK) p90 \(latency[capK]!) ms exceeds the \(fmt(budget)) ms budget")
+                    why.append("\(table.label(top)) p90 \(ms(top.p90Ms)) ms exceeds the \(fmt(budget)) ms budget")
                 }
-                why.append("k=\(k) p90 \(latency[k]!) ms fits the \(fmt(budget)) ms budget")
+                why.append("\(table.label(pick)) p90 \(ms(pick.p90Ms)) ms fits the \(fmt(budget)) ms budget")
             } else {
-                k = ks.first!
+                pick = Ranking.smallestFastest(allowed)
                 fits = false
                 limit = "budget"
-                why.append("no k fits the \(fmt(budget)) ms budget: using the smallest k")
+                let what = table.several ? "option" : "k"
+                let how = table.several ? " at its fastest precision" : ""
+                why.append("no \(what) fits the \(fmt(budget)) ms budget (\(table.label(pick)) p90 \(ms(pick.p90Ms)) ms): using the smallest k\(how)")
             }
         } else {
-            k = capK
+            pick = top
             fits = nil
             why.append("no latency budget")
         }
-        return Decision(k: k, limit: limit, reason: why.joined(separator: "; "), capK: capK, band: bandName,
-                        batteryPercent: percent, budgetMs: budget, p90Ms: latency[k]!, fitsBudget: fits)
+        if table.several && budget == nil { why.append("\(table.label(pick)) ranks highest") }
+        let d = Decision(k: pick.k, limit: limit, reason: why.joined(separator: "; "), capK: capK, band: bandName,
+                         batteryPercent: percent, budgetMs: budget, p90Ms: pick.p90Ms, fitsBudget: fits,
+                         precision: pick.precision, top1: pick.top1, capMs: capMs)
+        return PolicyChoice(decision: d, option: pick, allowed: allowed)
     }
 
-    /// Pick k from `latency` (k -> p90 ms) under `policy` for `inputs`; see the comment at the top.
+    /// Pick k from `latency` (k -> p90 ms: every k at fp32) under `policy` for `inputs`; see the comment at the top.
     public static func decide(latency: [Int: Double], policy: PolicyConfig, inputs: PolicyInput,
                               previousK: Int? = nil) throws -> Decision {
-        if latency.isEmpty { throw PolicyError("empty_table", "the lookup table has no rows for this device") }
-        let inp = try inputs.checked()
-        let d = decidePower(latency, policy, inp, previousK)
-        guard let mat = inp.materialized, let prev = previousK, latency[prev] != nil, mat.contains(prev),
-              !mat.contains(d.k), d.k > prev, policy.coldSwitchMinIntervalS > 0,
-              let age = inp.coldSwitchAgeS, age < policy.coldSwitchMinIntervalS else {
-            return d
-        }
-        var held = d
-        held.k = prev
-        held.limit = "switch_cost"
-        held.reason = d.reason + "; switch cost: k=\(d.k) is not materialised and the last cold switch was \(fmt(age)) s ago (< \(fmt(policy.coldSwitchMinIntervalS)) s): staying at k=\(prev)"
-        held.p90Ms = latency[prev]!
-        held.fitsBudget = d.budgetMs.map { latency[prev]! <= $0 }
-        held.held = true
-        return held
+        try decide(options: Options.of(latency), policy: policy, inputs: inputs, previous: previousK.map { OptionRef(k: $0) })
     }
 
-    /// Rules 1-3 (caps, budget, hysteresis) for checked inputs.
-    static func decidePower(_ latency: [Int: Double], _ policy: PolicyConfig, _ inp: PolicyInput,
-                            _ previousK: Int?) -> Decision {
+    /// Pick an option from `options` under `policy` for `inputs`; `previous`: the option in use.
+    public static func decide(options: [PolicyOption], policy: PolicyConfig, inputs: PolicyInput,
+                              previous: OptionRef? = nil) throws -> Decision {
+        try decide(table: try OptionTable(options), policy: policy, inputs: inputs, previous: previous)
+    }
+
+    static func decide(table: OptionTable, policy: PolicyConfig, inputs: PolicyInput, previous: OptionRef?) throws -> Decision {
+        let inp = try inputs.checked()
+        let prev = previous.flatMap { $0.resolve(table.candidates) }
+        let c = decidePower(table, policy, inp, previous, prev)
+        let interval = policy.coldSwitchMinIntervalS
+        guard let mat = inp.materialized, let p = prev, interval > 0, let age = inp.coldSwitchAgeS, age < interval else {
+            return c.decision
+        }
+        let resident = Set(mat.compactMap { $0.resolve(table.candidates)?.ref })
+        guard resident.contains(p.ref), !resident.contains(c.option.ref), table.ranking.above(c.option, p),
+              c.eligible(p) else {
+            return c.decision
+        }
+        let reason = c.decision.reason + "; switch cost: \(table.label(c.option)) is not materialised and the last cold switch was \(fmt(age)) s ago (< \(fmt(interval)) s): staying at \(table.label(p))"
+        return c.holding(p, limit: "switch_cost", reason: reason).decision
+    }
+
+    /// Rules 1-3 (caps, budget, hysteresis) for checked inputs; `prev`: the previous option among the candidates.
+    static func decidePower(_ table: OptionTable, _ policy: PolicyConfig, _ inp: PolicyInput, _ ref: OptionRef?,
+                            _ prev: PolicyOption?) -> PolicyChoice {
         let budget = inp.budgetMs ?? policy.budgetMs
         let unknown = inp.battery == nil
         let percent = inp.battery ?? policy.unknownBatteryPercent
-        var now = choose(latency, policy, inp, percent, budget)
+        let now = choose(table, policy, inp, percent, budget)
         let prefix = unknown && !inp.charging ? "battery unknown, treated as \(fmt(percent))%; " : ""
-        if let prev = previousK, latency[prev] == nil {
-            now.reason = prefix + now.reason + "; previous k=\(prev) is not in the table, ignored"
-            return now
+        if let r = ref, prev == nil {
+            let whereNot = r.resolve(table.options) != nil ? "is off the frontier" : "is not in the table"
+            return now.explained(prefix + now.decision.reason + "; previous \(r.text) \(whereNot), ignored")
         }
-        guard let prev = previousK, !unknown, !inp.charging, policy.hysteresisPercent > 0, prev < now.k else {
-            now.reason = prefix + now.reason
-            return now
+        guard let p = prev, !unknown, !inp.charging, policy.hysteresisPercent > 0, table.ranking.above(now.option, p) else {
+            return now.explained(prefix + now.decision.reason)
         }
-        let conservative = choose(latency, policy, inp, max(0, percent - policy.hysteresisPercent), budget)
-        let k = max(conservative.k, min(prev, now.k))
-        if k == now.k {
-            now.reason = prefix + now.reason
-            return now
-        }
-        var held = now
-        held.k = k
-        held.limit = "hysteresis"
-        held.reason = prefix + now.reason + "; hysteresis: staying at k=\(k) (previous k=\(prev)) until the battery is \(fmt(policy.hysteresisPercent))% above the band edge"
-        held.p90Ms = latency[k]!
-        held.fitsBudget = budget.map { latency[k]! <= $0 }
-        held.held = true
-        return held
+        let low = choose(table, policy, inp, max(0, percent - policy.hysteresisPercent), budget).option
+        let held = now.eligible(p) && table.ranking.above(p, low) ? p : low
+        if !table.ranking.above(now.option, held) { return now.explained(prefix + now.decision.reason) }
+        let reason = prefix + now.decision.reason + "; hysteresis: staying at \(table.label(held)) (previous \(table.label(p))) until the battery is \(fmt(policy.hysteresisPercent))% above the band edge"
+        return now.holding(held, limit: "hysteresis", reason: reason)
     }
 }
 
-/// Remembers the previous k for hysteresis; one per running model.
+/// Remembers the previous option for hysteresis; one per running model.
 public final class PolicyState {
+    let table: OptionTable
+    /// k -> p90 ms of each k's default option (fp32, else its first precision): the old table form.
     public let latency: [Int: Double]
     public let policy: PolicyConfig
-    public var previousK: Int?
+    public var previous: OptionRef?
     public private(set) var last: Decision?
 
-    public init(latency: [Int: Double], policy: PolicyConfig, previousK: Int? = nil) throws {
-        if latency.isEmpty { throw PolicyError("empty_table", "the lookup table has no rows for this device") }
-        self.latency = latency
+    public var options: [PolicyOption] { table.options }
+
+    /// The k of the previous option; setting it names k at fp32, else k's first precision.
+    public var previousK: Int? {
+        get { previous?.k }
+        set { previous = newValue.map { OptionRef(k: $0) } }
+    }
+
+    public init(options: [PolicyOption], policy: PolicyConfig, previous: OptionRef? = nil) throws {
+        let table = try OptionTable(options)
+        self.table = table
+        self.latency = Options.defaultLatency(table.options)
         self.policy = policy
-        self.previousK = previousK
+        self.previous = previous
+    }
+
+    /// The old form: every k of `latency` at fp32.
+    public convenience init(latency: [Int: Double], policy: PolicyConfig, previousK: Int? = nil) throws {
+        try self.init(options: Options.of(latency), policy: policy, previous: previousK.map { OptionRef(k: $0) })
     }
 
     @discardableResult
     public func update(_ inputs: PolicyInput) throws -> Decision {
-        let d = try Policy.decide(latency: latency, policy: policy, inputs: inputs, previousK: previousK)
-        previousK = d.k
+        let d = try Policy.decide(table: table, policy: policy, inputs: inputs, previous: previous)
+        previous = OptionRef(k: d.k, precision: d.precision)
         last = d
         return d
     }
 
     public func reset() {
-        previousK = nil
+        previous = nil
         last = nil
     }
 }

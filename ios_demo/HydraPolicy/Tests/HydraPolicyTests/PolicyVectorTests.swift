@@ -23,7 +23,8 @@ func loadVectors() throws -> [String: Any] {
 func boxed(_ value: Any?) -> Any { value ?? NSNull() }
 
 final class PolicyVectorTests: XCTestCase {
-    /// Runs one case like tests/test_policy.py: one state per case; a step that throws leaves the state unchanged.
+    /// Runs one case like tests/test_policy.py: one state per case; a step that throws leaves the state unchanged;
+    /// 'previous' is an option reference (k, "k@precision" or {k, precision}).
     func run(_ testCase: [String: Any], luts: [String: Any]) throws -> [[String: Any]] {
         let lut = try Lut(json: try XCTUnwrap(luts[testCase["lut"] as! String] as? [String: Any]))
         var state: PolicyState?
@@ -34,8 +35,15 @@ final class PolicyVectorTests: XCTestCase {
                     state = try lut.device(named: testCase["device"] as! String, backend: testCase["backend"] as? String).state()
                 }
                 if let prev = step["previous_k"] as? Int { state!.previousK = prev }
+                if let prev = step["previous"] {
+                    guard let ref = OptionRef.parse(prev) else {
+                        throw PolicyError("invalid_previous", "previous must be k, 'k@precision' or {k, precision}")
+                    }
+                    state!.previous = ref
+                }
                 let d = try state!.update(PolicyInput(json: step["input"] as! [String: Any]))
-                out.append(["k": d.k, "limit": d.limit, "band": boxed(d.band), "fits_budget": boxed(d.fitsBudget)])
+                out.append(["k": d.k, "precision": d.precision, "limit": d.limit, "band": boxed(d.band),
+                            "fits_budget": boxed(d.fitsBudget)])
             } catch let e as PolicyError {
                 out.append(["error": e.code])
             }

@@ -88,17 +88,21 @@ object Tables {
             "lut.json entry '${other.getString("name")}' (this phone is not in the LUT)", true)
     }
 
-    /** A LUT device entry (p90 rows) from a report's rows of [backend]; null when it has none. */
+    /** A LUT device entry (p90 rows, one per k and precision, with top-1 where measured) from a report's rows of [backend]; null when it has none. */
     fun entryFromReport(report: org.json.JSONObject, backend: String): org.json.JSONObject? {
         val rows = report.optJSONArray("rows") ?: return null
         val out = org.json.JSONArray()
-        val seen = mutableSetOf<Int>()
+        val seen = mutableSetOf<Pair<Int, String>>()
         for (i in 0 until rows.length()) {
             val r = rows.getJSONObject(i)
             if (r.optString("backend") != backend || r.isNull("latency_p90_ms")) continue
             val k = r.getInt("k")
-            if (!seen.add(k)) continue
-            out.put(org.json.JSONObject().put("k", k).put("p90_ms", r.getDouble("latency_p90_ms")).put("latency_basis", "p90"))
+            val precision = if (r.isNull("precision")) "fp32" else r.getString("precision")
+            if (!seen.add(k to precision)) continue
+            val row = org.json.JSONObject().put("k", k).put("precision", precision)
+                .put("p90_ms", r.getDouble("latency_p90_ms")).put("latency_basis", "p90")
+            r.optJSONObject("accuracy")?.let { acc -> if (!acc.isNull("top1")) row.put("top1", acc.getDouble("top1")) }
+            out.put(row)
         }
         if (out.length() == 0) return null
         val device = report.getJSONObject("device")

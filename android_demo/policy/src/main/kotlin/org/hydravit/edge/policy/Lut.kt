@@ -5,8 +5,9 @@ import org.json.JSONObject
 
 /**
  * Reader for `lut.json` (schema: `hydravit_edge/schemas/lut.schema.json`), ported from
- * `hydravit_edge/lut.py`: device lookup (exact, case-insensitive, then file-name form) and the
- * effective policy (table-wide `policy` overlaid with a device's `policy` overrides).
+ * `hydravit_edge/contract/lut.py`: device lookup (exact, case-insensitive, then file-name form),
+ * the effective policy (table-wide `policy` overlaid with a device's `policy` overrides) and the
+ * rows as (k, precision) options (a row's precision: its own, else its entry's, else fp32).
  */
 
 const val LUT_FORMAT = "hydravit-edge-lut"
@@ -19,7 +20,15 @@ data class LutRow(
     val rssAnonMb: Double? = null,
     /** Cold switch: building this k's session when it is not materialised. */
     val coldSwitchMs: Double? = null,
-)
+    /** The row's precision: its own, else its entry's, else fp32. */
+    val precision: String = "fp32",
+    val top1: Double? = null,
+    val macs: Long? = null,
+    /** On the entry's accuracy/latency frontier (null: the LUT does not say; a candidate). */
+    val frontier: Boolean? = null,
+) {
+    val option: PolicyOption get() = PolicyOption(k, precision, p90Ms, top1, macs, frontier != false)
+}
 
 class LutDevice(val entry: JSONObject, val policy: PolicyConfig) {
     val name: String get() = entry.getString("name")
@@ -27,6 +36,7 @@ class LutDevice(val entry: JSONObject, val policy: PolicyConfig) {
     val mode: String? get() = if (entry.isNull("mode")) null else entry.getString("mode")
     val rows: List<LutRow> = run {
         val arr = entry.getJSONArray("rows")
+        val entryPrecision = if (entry.isNull("precision")) "fp32" else entry.getString("precision")
         (0 until arr.length()).map { i ->
             val r = arr.getJSONObject(i)
             LutRow(
@@ -37,28 +47,40 @@ class LutDevice(val entry: JSONObject, val policy: PolicyConfig) {
                 peakRssMb = if (r.isNull("peak_rss_mb")) null else r.getDouble("peak_rss_mb"),
                 rssAnonMb = if (r.isNull("rss_anon_mb")) null else r.getDouble("rss_anon_mb"),
                 coldSwitchMs = if (r.isNull("cold_switch_ms")) null else r.getDouble("cold_switch_ms"),
+                precision = if (r.isNull("precision")) entryPrecision else r.getString("precision"),
+                top1 = if (r.isNull("top1")) null else r.getDouble("top1"),
+                macs = if (r.isNull("macs")) null else r.getLong("macs"),
+                frontier = if (r.isNull("frontier")) null else r.getBoolean("frontier"),
             )
-        }.sortedBy { it.k }
+        }.sortedWith(compareBy({ it.k }, { precisionIndex(it.precision) }, { unknownName(it.precision) }))
     }
 
     /** Most resident memory the materialised k may take together here (null: the app's default). */
     val memoryBudgetMb: Double? get() = if (entry.isNull("memory_budget_mb")) null else entry.getDouble("memory_budget_mb")
 
     /**
-     * k -> p90 ms, what the policy compares with the budget: the k whose steady memory fits
-     * [memoryBudgetMb] (the smallest k always stays).
+     * The rows as the policy's options: those whose steady memory fits [memoryBudgetMb] (the
+     * smallest k's rows always stay), each a candidate unless the LUT marks it off the frontier.
      */
-    val latency: Map<Int, Double> = run {
+    val options: List<PolicyOption> = run {
         val budget = memoryBudgetMb
         val smallest = rows.minOf { it.k }
-        rows.filter { budget == null || it.rssAnonMb == null || it.rssAnonMb <= budget || it.k == smallest }
-            .associate { it.k to it.p90Ms }
+        rows.filter { budget == null || it.rssAnonMb == null || it.rssAnonMb <= budget || it.k == smallest }.map { it.option }
     }
-    val ks: List<Int> get() = rows.map { it.k }
 
-    fun decide(inputs: PolicyInput, previousK: Int? = null): Decision = Policy.decide(latency, policy, inputs, previousK)
+    /** k -> p90 ms of each k's default row (fp32, else its first precision) among [options]. */
+    val latency: Map<Int, Double> = Options.defaultLatency(options)
+    val ks: List<Int> get() = rows.map { it.k }.distinct()
+    val precisions: List<String> get() = rows.sortedWith(compareBy({ precisionIndex(it.precision) }, { unknownName(it.precision) }))
+        .map { it.precision }.distinct()
 
-    fun state(previousK: Int? = null): PolicyState = PolicyState(latency, policy, previousK)
+    fun decide(inputs: PolicyInput, previous: OptionRef? = null): Decision = Policy.decide(options, policy, inputs, previous)
+
+    fun decide(inputs: PolicyInput, previousK: Int): Decision = decide(inputs, OptionRef(previousK))
+
+    fun state(previous: OptionRef? = null): PolicyState = PolicyState(options, policy, previous)
+
+    fun state(previousK: Int): PolicyState = state(OptionRef(previousK))
 }
 
 class Lut(val json: JSONObject) {

@@ -4,16 +4,23 @@ import org.json.JSONArray
 import org.json.JSONObject
 
 /**
- * The battery/thermal policy that picks a head count k, ported from `hydravit_edge/policy.py`.
+ * The battery/thermal policy that picks a (k, precision) option, ported from `hydravit_edge/policy.py`.
  *
  * Same rule, same thresholds (fields of the LUT's `policy` section), same vectors
- * (`tests/policy_vectors.json`):
+ * (`tests/policy_vectors.json`).  Candidates are [PolicyOption]s (the old `Map<Int, Double>` is
+ * every k at fp32); only those the LUT puts on the frontier, while the caps count every option.
+ * Rank: [Ranking] (top1 when every candidate has it, else k; then lower p90, the precision order).
  *  1. caps: low-power mode, thermal state, and charging or the battery band each cap k at
- *     `fraction x kMax` (the smallest k is always allowed); the tightest wins, ties reported
- *     in the order low_power, thermal, battery;
- *  2. budget: the largest k up to the cap whose p90 latency is within the budget, else the smallest k;
- *  3. hysteresis: `k = max(choice(battery - h), min(previousK, choice(battery)))`, not while
- *     charging or with an unknown battery.
+ *     `fraction x kMax` over the distinct k (the smallest k is always allowed); the tightest wins,
+ *     ties reported in the order low_power, thermal, battery.  In latency: capMs = the largest p90
+ *     among the options with k = capK; allowed: candidates with k <= capK, or a p90 in (0, capMs];
+ *  2. budget: the highest-ranked allowed option whose p90 is within the budget, else the smallest
+ *     allowed k at its fastest precision;
+ *  3. hysteresis: a rise above the previous option waits until the battery is h above the band
+ *     edge: the higher-ranked of choice(battery - h) and the previous option (while it is allowed
+ *     and within the budget), never above choice(battery); not while charging or with an unknown battery;
+ *  4. switch cost: no rise onto an option that is not materialised within coldSwitchMinIntervalS
+ *     of the last cold switch (the previous option must be materialised, allowed, within the budget).
  */
 
 /** A policy input or policy data error; [code] matches the Python `PolicyError.code` and the vectors. */
@@ -113,8 +120,8 @@ data class PolicyInput(
     val lowPower: Boolean = false,
     val thermal: String? = null,
     val budgetMs: Double? = null,
-    /** The k whose sessions are built now (null: every k resident, or unknown). */
-    val materialized: Set<Int>? = null,
+    /** The options whose sessions are built now (null: every option resident, or unknown); a bare k: [OptionRef]. */
+    val materialized: Set<OptionRef>? = null,
     /** Seconds since the last cold switch (null: none yet). */
     val coldSwitchAgeS: Double? = null,
 ) {
@@ -139,7 +146,7 @@ data class PolicyInput(
     }
 
     companion object {
-        /** From the vectors' JSON form: battery, charging, low_power, thermal, budget_ms (all optional). */
+        /** From the vectors' JSON form: battery, charging, low_power, thermal, budget_ms, materialized, cold_switch_age_s (all optional). */
         fun fromJson(obj: JSONObject): PolicyInput = PolicyInput(
             battery = if (obj.isNull("battery")) null else obj.getDouble("battery"),
             charging = obj.optBoolean("charging", false),
@@ -148,7 +155,8 @@ data class PolicyInput(
             budgetMs = if (obj.isNull("budget_ms")) null else obj.getDouble("budget_ms"),
             materialized = obj.optJSONArray("materialized")?.let { arr ->
                 (0 until arr.length()).map { i ->
-                    arr.opt(i) as? Int ?: throw PolicyException("invalid_switch_state", "materialized must be a list of head counts")
+                    OptionRef.parse(arr.opt(i)) ?: throw PolicyException(
+                        "invalid_switch_state", "materialized must be a list of head counts k, 'k@precision' or {k, precision}")
                 }.toSet()
             },
             coldSwitchAgeS = if (obj.isNull("cold_switch_age_s")) null else obj.getDouble("cold_switch_age_s"),
@@ -170,10 +178,55 @@ data class Decision(
     /** null when there is no budget. */
     val fitsBudget: Boolean?,
     val held: Boolean = false,
+    val precision: String = "fp32",
+    val top1: Double? = null,
+    /** The cap in latency: the largest p90 among the options with k = capK. */
+    val capMs: Double? = null,
 )
 
 internal fun fmt(x: Double): String =
     if (x == Math.rint(x) && kotlin.math.abs(x) < 1e15) x.toLong().toString() else x.toString()
+
+/** Validated options of one decision: all of them (caps), the frontier candidates, their rank. */
+internal class OptionTable(options: List<PolicyOption>) {
+    val options: List<PolicyOption> = Options.checked(options)
+    val candidates: List<PolicyOption> = this.options.filter { it.frontier }
+    val ranking: Ranking
+    val ks: List<Int> = this.options.map { it.k }.distinct().sorted()
+    /** The options have several precisions: reasons name them. */
+    val several: Boolean = this.options.map { it.precision }.distinct().size > 1
+
+    init {
+        if (candidates.isEmpty()) throw PolicyException("empty_table", "no row of this device's table is on its accuracy/latency frontier")
+        ranking = Ranking(candidates)
+    }
+
+    fun label(o: PolicyOption): String = o.label(several)
+}
+
+/** A decision, its option and the candidates the caps allowed. */
+internal class PolicyChoice(val decision: Decision, val option: PolicyOption, val allowed: List<PolicyOption>) {
+    /** [o] may be kept instead of this choice: allowed by the caps and within the budget. */
+    fun eligible(o: PolicyOption): Boolean {
+        val budget = decision.budgetMs
+        return o in allowed && (budget == null || o.p90Ms <= budget)
+    }
+
+    fun holding(o: PolicyOption, limit: String, reason: String): PolicyChoice = PolicyChoice(
+        decision.copy(
+            k = o.k, precision = o.precision, top1 = o.top1, p90Ms = o.p90Ms, limit = limit, reason = reason, held = true,
+            fitsBudget = decision.budgetMs?.let { o.p90Ms <= it },
+        ),
+        o, allowed,
+    )
+
+    fun explained(reason: String): PolicyChoice = PolicyChoice(decision.copy(reason = reason), option, allowed)
+}
+
+private fun ms(x: Double): String = String.format(java.util.Locale.ROOT, "%.3g", x).let { t ->
+    // Python's %.3g drops trailing zeros (and a bare point); so do the reasons here
+    if ('e' in t || '.' !in t) t else t.trimEnd('0').trimEnd('.')
+}
 
 object Policy {
     /** Largest k in [ks] with k <= fraction * max(ks); the smallest k when none is. */
@@ -182,8 +235,9 @@ object Policy {
         return ks.filter { it <= limit }.maxOrNull() ?: ks.min()
     }
 
-    private fun choose(latency: Map<Int, Double>, policy: PolicyConfig, inp: PolicyInput, percent: Double, budget: Double?): Decision {
-        val ks = latency.keys.sorted()
+    /** Rules 1 and 2 at battery level [percent]. */
+    private fun choose(table: OptionTable, policy: PolicyConfig, inp: PolicyInput, percent: Double, budget: Double?): PolicyChoice {
+        val ks = table.ks
         val kMax = ks.last()
         val caps = mutableListOf<Triple<Int, String, String>>()
         if (inp.lowPower) {
@@ -217,96 +271,124 @@ object Policy {
             }
             why += "$text -> $c"
         }
-        val k: Int
+        val capMs = table.options.filter { it.k == capK }.maxOf { it.p90Ms }
+        var allowed = table.candidates.filter { it.k <= capK || (it.p90Ms > 0.0 && it.p90Ms <= capMs) }
+        if (allowed.isEmpty()) {
+            val k0 = table.candidates.minOf { it.k }
+            allowed = table.candidates.filter { it.k == k0 }
+        }
+        if (table.several && capK < kMax) why += "a larger k is allowed at a p90 within k=$capK's ${ms(capMs)} ms"
+        val top = table.ranking.best(allowed)
+        val pick: PolicyOption
         val fits: Boolean?
         if (budget == null) {
-            k = capK
+            pick = top
             fits = null
             why += "no latency budget"
         } else {
-            val fitting = ks.filter { it <= capK && latency.getValue(it) <= budget }
+            val fitting = allowed.filter { it.p90Ms <= budget }
             if (fitting.isNotEmpty()) {
-                k = fitting.max()
+                pick = table.ranking.best(fitting)
                 fits = true
-                if (k < capK) {
+                if (pick != top) {
                     limit = "budget"
-                    why += "k=$capK p90 ${latency.getValue(capK)} ms exceeds the ${fmt(budget)} ms budget"
+                    why += "${table.label(top)} p90 ${ms(top.p90Ms)} ms exceeds the ${fmt(budget)} ms budget"
                 }
-                why += "k=$k p90 ${latency.getValue(k)} ms fits the ${fmt(budget)} ms budget"
+                why += "${table.label(pick)} p90 ${ms(pick.p90Ms)} ms fits the ${fmt(budget)} ms budget"
             } else {
-                k = ks.first()
+                pick = Ranking.smallestFastest(allowed)
                 fits = false
                 limit = "budget"
-                why += "no k fits the ${fmt(budget)} ms budget: using the smallest k"
+                val what = if (table.several) "option" else "k"
+                val how = if (table.several) " at its fastest precision" else ""
+                why += "no $what fits the ${fmt(budget)} ms budget (${table.label(pick)} p90 ${ms(pick.p90Ms)} ms): using the smallest k$how"
             }
         }
-        return Decision(k, limit, why.joinToString("; "), capK, bandName, percent, budget, latency.getValue(k), fits)
+        if (table.several && budget == null) why += "${table.label(pick)} ranks highest"
+        val d = Decision(
+            k = pick.k, limit = limit, reason = why.joinToString("; "), capK = capK, band = bandName, batteryPercent = percent,
+            budgetMs = budget, p90Ms = pick.p90Ms, fitsBudget = fits, precision = pick.precision, top1 = pick.top1, capMs = capMs,
+        )
+        return PolicyChoice(d, pick, allowed)
     }
 
-    /** Pick k from [latency] (k -> p90 ms) under [policy] for [inputs]; see the file comment. */
-    fun decide(latency: Map<Int, Double>, policy: PolicyConfig, inputs: PolicyInput, previousK: Int? = null): Decision {
-        if (latency.isEmpty()) throw PolicyException("empty_table", "the lookup table has no rows for this device")
+    /** Pick k from [latency] (k -> p90 ms: every k at fp32) under [policy] for [inputs]; see the file comment. */
+    fun decide(latency: Map<Int, Double>, policy: PolicyConfig, inputs: PolicyInput, previousK: Int? = null): Decision =
+        decide(Options.of(latency), policy, inputs, previousK?.let { OptionRef(it) })
+
+    /** Pick an option from [options] under [policy] for [inputs]; [previous]: the option in use. */
+    fun decide(options: List<PolicyOption>, policy: PolicyConfig, inputs: PolicyInput, previous: OptionRef? = null): Decision =
+        decide(OptionTable(options), policy, inputs, previous)
+
+    internal fun decide(table: OptionTable, policy: PolicyConfig, inputs: PolicyInput, previous: OptionRef?): Decision {
         val inp = inputs.checked()
-        val d = decidePower(latency, policy, inp, previousK)
+        val prev = previous?.resolve(table.candidates)
+        val c = decidePower(table, policy, inp, previous, prev)
         val mat = inp.materialized
         val age = inp.coldSwitchAgeS
-        if (mat == null || previousK == null || previousK !in latency || previousK !in mat || d.k in mat ||
-            d.k <= previousK || policy.coldSwitchMinIntervalS <= 0.0 || age == null || age >= policy.coldSwitchMinIntervalS
-        ) {
-            return d
+        val interval = policy.coldSwitchMinIntervalS
+        if (mat == null || prev == null || interval <= 0.0 || age == null || age >= interval) return c.decision
+        val resident = mat.mapNotNull { it.resolve(table.candidates)?.ref }.toSet()
+        if (prev.ref !in resident || c.option.ref in resident || !table.ranking.above(c.option, prev) || !c.eligible(prev)) {
+            return c.decision
         }
-        val reason = "${d.reason}; switch cost: k=${d.k} is not materialised and the last cold switch was ${fmt(age)} s ago " +
-            "(< ${fmt(policy.coldSwitchMinIntervalS)} s): staying at k=$previousK"
-        return d.copy(
-            k = previousK, limit = "switch_cost", reason = reason, p90Ms = latency.getValue(previousK),
-            fitsBudget = d.budgetMs?.let { latency.getValue(previousK) <= it }, held = true,
-        )
+        val reason = "${c.decision.reason}; switch cost: ${table.label(c.option)} is not materialised and the last cold switch was " +
+            "${fmt(age)} s ago (< ${fmt(interval)} s): staying at ${table.label(prev)}"
+        return c.holding(prev, "switch_cost", reason).decision
     }
 
-    /** Rules 1-3 (caps, budget, hysteresis) for checked inputs. */
-    private fun decidePower(latency: Map<Int, Double>, policy: PolicyConfig, inp: PolicyInput, previousK: Int?): Decision {
+    /** Rules 1-3 (caps, budget, hysteresis) for checked inputs; [prev]: the previous option among the candidates. */
+    private fun decidePower(table: OptionTable, policy: PolicyConfig, inp: PolicyInput, ref: OptionRef?, prev: PolicyOption?): PolicyChoice {
         val budget = inp.budgetMs ?: policy.budgetMs
         val unknown = inp.battery == null
         val percent = inp.battery ?: policy.unknownBatteryPercent
-        val now = choose(latency, policy, inp, percent, budget)
+        val now = choose(table, policy, inp, percent, budget)
         val prefix = if (unknown && !inp.charging) "battery unknown, treated as ${fmt(percent)}%; " else ""
-        if (previousK != null && previousK !in latency) {
-            return now.copy(reason = prefix + now.reason + "; previous k=$previousK is not in the table, ignored")
+        if (ref != null && prev == null) {
+            val where = if (ref.resolve(table.options) != null) "is off the frontier" else "is not in the table"
+            return now.explained(prefix + now.decision.reason + "; previous ${ref.text()} $where, ignored")
         }
-        if (previousK == null || unknown || inp.charging || policy.hysteresisPercent <= 0.0 || previousK >= now.k) {
-            return now.copy(reason = prefix + now.reason)
+        if (prev == null || unknown || inp.charging || policy.hysteresisPercent <= 0.0 || !table.ranking.above(now.option, prev)) {
+            return now.explained(prefix + now.decision.reason)
         }
-        val conservative = choose(latency, policy, inp, maxOf(0.0, percent - policy.hysteresisPercent), budget)
-        val k = maxOf(conservative.k, minOf(previousK, now.k))
-        if (k == now.k) return now.copy(reason = prefix + now.reason)
-        val reason = "${now.reason}; hysteresis: staying at k=$k (previous k=$previousK) until the battery is " +
-            "${fmt(policy.hysteresisPercent)}% above the band edge"
-        return now.copy(
-            k = k, limit = "hysteresis", reason = prefix + reason, p90Ms = latency.getValue(k),
-            fitsBudget = budget?.let { latency.getValue(k) <= it }, held = true,
-        )
+        val low = choose(table, policy, inp, maxOf(0.0, percent - policy.hysteresisPercent), budget).option
+        val held = if (now.eligible(prev) && table.ranking.above(prev, low)) prev else low
+        if (!table.ranking.above(now.option, held)) return now.explained(prefix + now.decision.reason)
+        val reason = "${now.decision.reason}; hysteresis: staying at ${table.label(held)} (previous ${table.label(prev)}) " +
+            "until the battery is ${fmt(policy.hysteresisPercent)}% above the band edge"
+        return now.holding(held, "hysteresis", prefix + reason)
     }
 }
 
-/** Remembers the previous k for hysteresis; one per running model. */
-class PolicyState(latency: Map<Int, Double>, val policy: PolicyConfig, var previousK: Int? = null) {
-    val latency: Map<Int, Double> = latency.toSortedMap()
+/** Remembers the previous option for hysteresis; one per running model. */
+class PolicyState(options: List<PolicyOption>, val policy: PolicyConfig, var previous: OptionRef? = null) {
+    private val table = OptionTable(options)
+    val options: List<PolicyOption> get() = table.options
+    /** k -> p90 ms of each k's default option (fp32, else its first precision): the old table form. */
+    val latency: Map<Int, Double> = Options.defaultLatency(table.options).toSortedMap()
     var last: Decision? = null
         private set
 
-    init {
-        if (latency.isEmpty()) throw PolicyException("empty_table", "the lookup table has no rows for this device")
-    }
+    /** The old form: every k of [latency] at fp32. */
+    constructor(latency: Map<Int, Double>, policy: PolicyConfig, previousK: Int? = null) :
+        this(Options.of(latency), policy, previousK?.let { OptionRef(it) })
+
+    /** The k of the previous option; setting it names k at fp32, else k's first precision. */
+    var previousK: Int?
+        get() = previous?.k
+        set(value) {
+            previous = value?.let { OptionRef(it) }
+        }
 
     fun update(inputs: PolicyInput): Decision {
-        val d = Policy.decide(latency, policy, inputs, previousK)
-        previousK = d.k
+        val d = Policy.decide(table, policy, inputs, previous)
+        previous = OptionRef(d.k, d.precision)
         last = d
         return d
     }
 
     fun reset() {
-        previousK = null
+        previous = null
         last = null
     }
 }

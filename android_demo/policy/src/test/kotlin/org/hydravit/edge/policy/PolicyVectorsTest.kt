@@ -24,7 +24,7 @@ internal fun vectorsFile(): File {
 class PolicyVectorsTest {
     private val vectors = JSONObject(vectorsFile().readText())
 
-    /** Runs one case like tests/test_policy.py: one state per case, errors leave the state unchanged. */
+    /** Runs one case like tests/test_policy.py: one state per case, errors leave the state unchanged; 'previous' is an option reference. */
     private fun runCase(case: JSONObject): List<Map<String, Any?>> {
         val lut = Lut(vectors.getJSONObject("luts").getJSONObject(case.getString("lut")))
         val backend = if (case.isNull("backend")) null else case.getString("backend")
@@ -35,8 +35,12 @@ class PolicyVectorsTest {
             try {
                 val s = state ?: lut.device(case.getString("device"), backend).state().also { state = it }
                 if (step.has("previous_k")) s.previousK = step.getInt("previous_k")
+                if (step.has("previous")) {
+                    s.previous = OptionRef.parse(step.get("previous"))
+                        ?: throw PolicyException("invalid_previous", "previous must be k, 'k@precision' or {k, precision}")
+                }
                 val d = s.update(PolicyInput.fromJson(step.getJSONObject("input")))
-                mapOf("k" to d.k, "limit" to d.limit, "band" to d.band, "fits_budget" to d.fitsBudget)
+                mapOf("k" to d.k, "precision" to d.precision, "limit" to d.limit, "band" to d.band, "fits_budget" to d.fitsBudget)
             } catch (e: PolicyException) {
                 mapOf("error" to e.code)
             }
