@@ -8,6 +8,7 @@ runtime (a subprocess), and writes ``manifest.json`` + ``reference.npz``, atomic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,6 +21,7 @@ import numpy as np
 from hydravit_edge.clock import utc_now as _now
 from hydravit_edge.contract.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest
 from hydravit_edge.errors import MissingDependencyError, UsageError
+from hydravit_edge.precision import get_precision, parse_precisions, variant_key
 from hydravit_edge.targets import MODES
 
 from .base import Exporter
@@ -28,6 +30,7 @@ from .hashing import file_sha256
 from .manifest_build import new_manifest, target_entry
 from .parallel import ExportPool, auto_jobs
 from .progress import ProgressBars
+from .quantize import DEFAULT_CALIBRATION_SIZE, QuantSpec, HeldOutRef, calibration_images, heldout_reference
 from .records import ArtifactRecord, Reference, ValidationResult
 from .registry import exporter_names, get_exporter
 from .staging import OutputExistsError, install, keep_failed, staging
@@ -156,6 +159,56 @@ def _reference(model, heads: Sequence[int], batch: int, seed: int) -> Reference:
     return Reference(x, logits, seed)
 
 
+def _plan_variants(exporters: Sequence[Exporter], precs: Sequence[str], mode: str, *, explicit: bool,
+                   skipped: dict[str, str]) -> list[tuple[Exporter, str]]:
+    """``(exporter, precision)`` pairs to export.  A pair a target cannot make is skipped with the
+    reason (the export lists it); it is an error when the target was named and it is the only
+    precision asked for, or the named target can make none of them."""
+    plan = []
+    for ex in exporters:
+        reasons = {prec: ex.unsupported(prec, mode) for prec in precs}
+        if explicit and all(reasons.values()):
+            raise UsageError("; ".join(reasons.values()))
+        for prec, why in reasons.items():
+            if why is None:
+                plan.append((ex, prec))
+            else:
+                skipped[variant_key(ex.name, prec)] = why
+    if not plan:
+        raise UsageError("nothing to export: " + "; ".join(skipped.values()))
+    return plan
+
+
+def _quant_inputs(model, ks, precs, calibration, calibration_size, source, validate, heldout_images, scratch: Path,
+                  manifest: dict) -> tuple[dict[str, QuantSpec], Optional[HeldOutRef]]:
+    """The :class:`QuantSpec` of each precision (calibration images sampled once, in a scratch file
+    next to the staging directory) and, for quantized precisions, the labelled held-out reference."""
+    quants = {p: QuantSpec(p) for p in precs}
+    if any(get_precision(p).calibrated for p in precs):
+        spec = calibration or source.get("data")
+        if not spec:
+            raise UsageError("int8-static needs calibration images: pass --calibration digits|PATH (the export "
+                             "does not record the data the model was trained on)")
+        images, desc = calibration_images(str(spec), model.config, calibration_size)
+        path = scratch / _CALIBRATION_FILE
+        np.save(path, images)
+        for p in precs:
+            if get_precision(p).calibrated:
+                quants[p] = QuantSpec(p, str(path), desc)
+    heldout = None
+    if validate and any(get_precision(p).quantized for p in precs):
+        heldout, note = heldout_reference(model, ks, source.get("data"), max_images=heldout_images)
+        manifest["reference"]["heldout"] = (
+            {"name": heldout.name, "images": int(len(heldout.labels)), "note": note,
+             "sha256": hashlib.sha256(np.ascontiguousarray(heldout.images).tobytes()).hexdigest()}
+            if heldout is not None else {"name": None, "note": note})
+    return quants, heldout
+
+
+#: the calibration images while exporting (in the staging directory; removed before it is installed)
+_CALIBRATION_FILE = ".calibration.npy"
+
+
 def _check_records(ex: Exporter, records: Sequence[ArtifactRecord], ks: Sequence[int], tdir: Path) -> None:
     got = sorted(r.k for r in records)
     if got != sorted(ks):
@@ -184,6 +237,10 @@ def export_model(
     show_progress: bool = False,
     jobs: Optional[int] = None,
     data: Optional[str] = None,
+    precisions: str | Sequence[str] | None = None,
+    calibration: Optional[str] = None,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+    heldout_images: int = 1000,
 ) -> ExportReport:
     """Export ``model`` (a HydraViT) or ``checkpoint`` (default: newest run under ``runs_dir``).
 
@@ -194,6 +251,12 @@ def export_model(
     allows, see :func:`.parallel.auto_jobs` and :attr:`.base.Exporter.parallel_min_params`).
     ``data``: the dataset an in-memory ``model`` was trained on ("digits" or an ImageFolder root),
     recorded in the manifest so that benchmarks measure accuracy on it (a checkpoint records its own).
+    ``precisions``: "fp32" (default), "fp16", "int8", "int8-static" or a comma list / sequence; each
+    precision of a target is its own manifest entry and folder (``onnx``, ``onnx-int8``, ...), made
+    with the runtime's own tools and validated by :mod:`hydravit_edge.precision`'s rule on the
+    labelled held-out split of ``data`` (at most ``heldout_images``) when it is known.
+    ``calibration``: "digits" or an ImageFolder root for calibrated precisions (default: the
+    training data); ``calibration_size`` training images are sampled from it.
     Returns an :class:`ExportReport`; raises :class:`ValidationError` (with ``.report``) when an
     artifact disagrees with PyTorch, and other :class:`HydraEdgeError`\\ s for user errors.
     """
@@ -211,6 +274,8 @@ def export_model(
     for k in ks:
         cfg.check_heads(k)
     exporters, skipped = resolve_targets(targets, mode)
+    precs = parse_precisions(precisions)
+    plan = _plan_variants(exporters, precs, mode, explicit="all" not in str(targets), skipped=skipped)
     out_dir = Path(out) if out is not None else _default_out(ckpt, exporters, skipped, mode)
 
     narrowed = model.narrow(max(ks))  # the one model every target and the pool's workers export
@@ -218,27 +283,35 @@ def export_model(
         reference = _reference(model, ks, batch, seed)
         reference.save(tmp / Reference.FILE)
         manifest = new_manifest(cfg, ks, mode, source, skipped, batch, seed, slicing=narrowed.slicing.to_dict())
+        quants, heldout = _quant_inputs(model, ks, precs, calibration, calibration_size, source, validate,
+                                        heldout_images, tmp, manifest)
+        if heldout is not None:
+            reference.save(tmp / Reference.FILE, heldout)
         results: list[ValidationResult] = []
-        for ex in exporters:
-            tdir = tmp / ex.name
+        for ex, prec in plan:
+            key, quant = variant_key(ex.name, prec), quants[prec]
+            tdir = tmp / key
             tdir.mkdir()
-            step = progress.task(f"export {ex.name} ({mode})", len(ks))
+            step = progress.task(f"export {key} ({mode})", len(ks))
             n_jobs = jobs if jobs is not None else auto_jobs(model, len(ks), ex.parallel_min_params)
             t0 = time.perf_counter()
             with ExportPool(narrowed, n_jobs) as pool:
-                records = ex.export(narrowed, ks, tdir, mode, progress=step, pool=pool)
+                records = ex.export(narrowed, ks, tdir, mode, progress=step, pool=pool, quant=quant)
             export_s = time.perf_counter() - t0
             _check_records(ex, records, ks, tdir)
             target_results: list[ValidationResult] = []
             val_s = None
             if validate:
-                step = progress.task(f"validate {ex.name}", len(records))
+                step = progress.task(f"validate {key}", len(records))
                 t0 = time.perf_counter()
-                target_results = ex.validate(tdir, records, reference, progress=step)
+                target_results = ex.validate(tdir, records, reference, progress=step, quant=quant, heldout=heldout)
+                for r in target_results:
+                    r.target = key
                 val_s = time.perf_counter() - t0
                 results.extend(target_results)
-            manifest["targets"][ex.name] = target_entry(ex, records, tmp, tdir, mode, export_s, n_jobs, val_s,
-                                                        target_results)
+            manifest["targets"][key] = target_entry(ex, records, tmp, tdir, mode, export_s, n_jobs, val_s,
+                                                    target_results, key=key, quant=quant)
+        (tmp / _CALIBRATION_FILE).unlink(missing_ok=True)
         if validate:
             manifest["validation"] = {"status": overall_status(results), "checked": _now()}
         Manifest.check(manifest, "the manifest being written")

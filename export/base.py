@@ -83,13 +83,16 @@ import posixpath
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Optional, Sequence
 
-from hydravit_edge.errors import HydraEdgeError, MissingDependencyError
+import numpy as np
+
+from hydravit_edge.errors import HydraEdgeError, MissingDependencyError, UsageError
 from hydravit_edge.heads import format_heads
 from hydravit_edge.targets import MODES, TARGETS, runtime_for_target
 
 from .errors import ExportError
 from .parallel import ExportPool, per_k_task
 from .progress import ProgressFn
+from .quantize import FP32, HeldOutRef, QuantSpec, judge
 from .records import ArtifactRecord, Reference, ValidationResult
 from .registry import register_exporter
 from .specs import IOSpec
@@ -152,7 +155,9 @@ class Exporter:
     io: ClassVar[IOSpec] = IOSpec()
     #: max abs logit error vs PyTorch that validation accepts, and the numeric precision.
     tolerance: ClassVar[float] = 1e-4
-    precision: ClassVar[str] = "fp32"
+    #: the precisions it exports (:data:`hydravit_edge.precision.PRECISIONS`) and the modes of each;
+    #: a precision's own tools run inside ``export_k`` / ``export_single`` (``quant.precision``).
+    precisions: ClassVar[dict[str, tuple[str, ...]]] = {"fp32": MODES}
     #: seconds the validation subprocess may take (all ks).
     validation_timeout: ClassVar[float] = 1800.0
     #: by default (no ``--jobs``), models with fewer parameters export in one process: below
@@ -218,9 +223,29 @@ class Exporter:
                 out[dist] = "not installed"
         return out
 
+    # ---- precision ----------------------------------------------------------------------
+    def unsupported(self, precision: str, mode: str) -> Optional[str]:
+        """Why this target cannot export ``precision`` in ``mode`` (None: it can)."""
+        modes = self.precisions.get(precision)
+        if modes is None:
+            return (f"{self.name} does not export {precision} (it exports "
+                    f"{', '.join(self.precisions)}){self.precision_notes.get(precision, '')}")
+        if mode not in modes:
+            return f"{self.name} exports {precision} only as --mode {', '.join(modes)}"
+        return None
+
+    #: why a precision is not offered (appended to :meth:`unsupported`'s message)
+    precision_notes: ClassVar[dict[str, str]] = {}
+
+    def quantization_info(self, quant: QuantSpec) -> Optional[dict[str, Any]]:
+        """The manifest's ``targets.<key>.quantization`` for ``quant`` (None for fp32): the target's
+        tool and scheme; the framework adds the precision's words and the calibration images."""
+        return None
+
     # ---- export -----------------------------------------------------------------------
     def export(self, model: Any, heads: Sequence[int], out_dir: Path, mode: str,
-               progress: Optional[ProgressFn] = None, pool: Optional[ExportPool] = None) -> list[ArtifactRecord]:
+               progress: Optional[ProgressFn] = None, pool: Optional[ExportPool] = None,
+               quant: QuantSpec = FP32) -> list[ArtifactRecord]:
         """Write ``mode``'s artifacts of ``heads`` into ``out_dir`` and return one record per k.
 
         The model is narrowed to ``max(heads)`` once: ``pool`` (``--jobs``) holds it narrowed
@@ -231,25 +256,28 @@ class Exporter:
         heads = tuple(heads)
         if pool is None:
             pool = ExportPool(model.narrow(max(heads)), 1)
+        why = self.unsupported(quant.precision, mode)
+        if why:
+            raise UsageError(why)
         if mode == "per-k":
-            return self.export_per_k(pool.model, heads, Path(out_dir), progress, pool)
-        return self.export_single(pool.model, heads, Path(out_dir), progress, pool)
+            return self.export_per_k(pool.model, heads, Path(out_dir), progress, pool, quant)
+        return self.export_single(pool.model, heads, Path(out_dir), progress, pool, quant)
 
-    def export_k(self, model: Any, k: int, out_dir: Path) -> ArtifactRecord:
-        """Write the per-k file of k into ``out_dir`` and return its record (one unit of
-        :meth:`export_per_k`; runs in a worker process when exporting in parallel)."""
+    def export_k(self, model: Any, k: int, out_dir: Path, quant: QuantSpec = FP32) -> ArtifactRecord:
+        """Write the per-k file of k at ``quant.precision`` into ``out_dir`` and return its record (one
+        unit of :meth:`export_per_k`; runs in a worker process when exporting in parallel)."""
         raise NotImplementedError(f"target {self.name} has no per-k export unit")
 
     def export_per_k(self, model: Any, heads: Sequence[int], out_dir: Path, progress: Optional[ProgressFn] = None,
-                     pool: Optional[ExportPool] = None) -> list[ArtifactRecord]:
+                     pool: Optional[ExportPool] = None, quant: QuantSpec = FP32) -> list[ArtifactRecord]:
         """:meth:`export_k` for every k, spread over ``pool``'s workers (in this process without one)."""
         pool = pool if pool is not None else ExportPool(model, 1)
-        done = pool.map(functools.partial(per_k_task, target=self.name, out_dir=str(out_dir)), heads, progress,
-                        label=f"{self.name} k={{k}}")
+        done = pool.map(functools.partial(per_k_task, target=self.name, out_dir=str(out_dir), quant=quant), heads,
+                        progress, label=f"{self.name} k={{k}}")
         return [done[k] for k in heads]
 
     def export_single(self, model: Any, heads: Sequence[int], out_dir: Path, progress: Optional[ProgressFn],
-                      pool: ExportPool) -> list[ArtifactRecord]:
+                      pool: ExportPool, quant: QuantSpec = FP32) -> list[ArtifactRecord]:
         """One artifact holding every k of ``heads`` (``model`` is narrowed to ``max(heads)``)."""
         raise NotImplementedError(f"target {self.name} has no single-artifact export")
 
@@ -281,35 +309,49 @@ class Exporter:
         return out
 
     def validate(self, out_dir: Path, records: Sequence[ArtifactRecord], reference: Reference,
-                 progress: Optional[ProgressFn] = None) -> list[ValidationResult]:
+                 progress: Optional[ProgressFn] = None, quant: QuantSpec = FP32,
+                 heldout: Optional[HeldOutRef] = None) -> list[ValidationResult]:
         """Every record in this target's runtime, in a subprocess, compared with PyTorch; then the
-        single artifact's per-k graphs that lazy materialisation opens (:meth:`lazy_records`, ``check="lazy"``)."""
-        results = self.validate_records(out_dir, records, reference, progress)
+        single artifact's per-k graphs that lazy materialisation opens (:meth:`lazy_records`, ``check="lazy"``).
+
+        fp32: max abs error <= :attr:`tolerance` on the reference inputs.  A quantized precision:
+        :func:`~.quantize.judge` (top-1 on ``heldout`` vs PyTorch fp32 when given, else the relative
+        logit error and top-1 agreement on the reference inputs)."""
+        results = self.validate_records(out_dir, records, reference, progress, quant, heldout)
         lazy = self.lazy_records(records)
         if lazy:
             files = {rec.k: rec.file for rec in lazy}
-            for r in self.validate_records(out_dir, lazy, reference):
+            for r in self.validate_records(out_dir, lazy, reference, None, quant, heldout):
                 r.check = "lazy"
                 r.details["file"] = files.get(r.k)  # the per-k graph / program, not the single file
                 results.append(r)
         return results
 
     def validate_records(self, out_dir: Path, records: Sequence[ArtifactRecord], reference: Reference,
-                         progress: Optional[ProgressFn] = None) -> list[ValidationResult]:
+                         progress: Optional[ProgressFn] = None, quant: QuantSpec = FP32,
+                         heldout: Optional[HeldOutRef] = None) -> list[ValidationResult]:
         """Run every record in this target's runtime, in a subprocess, and compare with PyTorch."""
         reason = self.runtime_skip_reason()
+        tol = self.tolerance if not quant.quantized else None
         if reason:
-            return [ValidationResult.skipped(self.name, r.k, reason, tolerance=self.tolerance) for r in records]
-        outputs = run_in_runner(self.name, Path(out_dir), records, reference.inputs, timeout=self.validation_timeout)
+            return [ValidationResult.skipped(self.name, r.k, reason, tolerance=tol) for r in records]
+        inputs = reference.inputs
+        if quant.quantized and heldout is not None:
+            inputs = np.concatenate([reference.inputs, heldout.images.astype(np.float32)])
+        outputs = run_in_runner(self.name, Path(out_dir), records, inputs, timeout=self.validation_timeout)
         results = []
         label = self.runtime_label()
+        n_ref = reference.batch
         for r in records:
             got = outputs.get(r.k)
             if isinstance(got, str):
-                results.append(ValidationResult.error(self.name, r.k, got, tolerance=self.tolerance, runtime=label,
+                results.append(ValidationResult.error(self.name, r.k, got, tolerance=tol, runtime=label,
                                                       batch=reference.batch))
             elif r.k not in reference.logits:
                 results.append(ValidationResult.error(self.name, r.k, f"no reference logits for k={r.k}"))
+            elif quant.quantized:
+                results.append(judge(self.name, r.k, quant.precision, got[:n_ref], reference.logits[r.k],
+                                     got[n_ref:] if heldout is not None else None, heldout, runtime=label))
             else:
                 results.append(compare(self.name, r.k, got, reference.logits[r.k], self.tolerance, runtime=label))
             if progress:

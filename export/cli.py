@@ -23,7 +23,7 @@ def results_table(report, title: str) -> Table:
     for r in report.results:
         size = report.sizes.get((r.target, r.k))
         err = "" if r.max_abs_err is None else f"{r.max_abs_err:.1e}"
-        if r.tolerance is not None and err:
+        if r.tolerance is not None and err and not (r.details or {}).get("precision"):
             err += f" / {r.tolerance:.0e}"
         table.add_row(
             r.target, str(r.k), r.check, f"[{style[r.status.value]}]{r.summary()}[/]", err,
@@ -31,6 +31,47 @@ def results_table(report, title: str) -> Table:
             Path((r.details or {}).get("file") or report.files.get((r.target, r.k), "")).name,
             "" if size is None or (r.details or {}).get("file") else human_bytes(size),
         )
+    return table
+
+
+def precision_table(report, title: str) -> Optional[Table]:
+    """fp32 / fp16 / int8 side by side per target and k: the figure each precision is judged by
+    (fp32: max abs error; quantized: top-1 on the held-out images and its drop from fp32, or the
+    top-1 agreement with fp32 without labels) and its status.  None with a single precision."""
+    from hydravit_edge.precision import precision_names, split_variant_key
+
+    cells: dict[tuple[str, int], dict[str, str]] = {}
+    rules: dict[str, str] = {}
+    for r in report.results:
+        if r.check not in ("runtime", "structure"):
+            continue
+        target, prec = split_variant_key(r.target)
+        d = r.details or {}
+        if r.status.value in ("skipped", "error"):
+            text = f"[yellow]{r.status.value}[/]"
+        elif prec == "fp32":
+            text = "" if r.max_abs_err is None else f"err {r.max_abs_err:.1e}"
+        elif "top1" in d:
+            text = f"{100 * d['top1']:.1f}% ({-d['top1_drop_points']:+.1f})"
+        elif r.top1_agreement is not None:
+            text = f"agree {100 * r.top1_agreement:.0f}%, err {r.max_abs_err:.2g}"
+        else:
+            text = ""
+        mark = "[green]ok[/]" if r.status.value == "passed" else ("" if r.status.value == "skipped" else "[bold red]FAIL[/]")
+        cells.setdefault((target, r.k), {})[prec] = f"{text} {mark}".strip()
+        if d.get("rule"):
+            rules.setdefault(prec, d["rule"])
+    precs = [p for p in precision_names() if any(p in c for c in cells.values())]
+    if len(precs) < 2:
+        return None
+    table = Table(title=title)
+    table.add_column("target")
+    table.add_column("k", justify="right")
+    for p in precs:
+        rule = "max abs error <= 1e-4" if p == "fp32" else rules.get(p, "")
+        table.add_column(f"{p}\n[dim]{rule}[/]", justify="right")
+    for (target, k), row in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        table.add_row(target, str(k), *[row.get(p, "") for p in precs])
     return table
 
 
@@ -55,6 +96,20 @@ def register(app: typer.Typer) -> None:
             None, "--jobs", "-j",
             help="Worker processes for the per-k export work (default: one per core as memory allows; for "
                  "targets other than ExecuTorch only for models of 20M+ parameters)."),
+        precision: str = typer.Option(
+            "fp32", "--precision", "-p",
+            help="fp32, fp16, int8 (int8 weights per output channel, activations quantized per call), "
+                 "int8-static (activation ranges from calibration images), or a comma list: each precision "
+                 "gets its own folder and manifest entry (onnx, onnx-int8, ...)."),
+        calibration: Optional[str] = typer.Option(
+            None, "--calibration",
+            help="Calibration images for int8-static: 'digits' or an ImageFolder root (its train/ split is "
+                 "sampled). Default: the data the checkpoint was trained on."),
+        calibration_size: int = typer.Option(64, "--calibration-size", help="Calibration images to sample."),
+        data: Optional[str] = typer.Option(
+            None, "--data",
+            help="Labelled data quantized artifacts are judged on ('digits' or an ImageFolder root with val/); "
+                 "default: the data the checkpoint was trained on."),
     ) -> None:
         """Export HydraViT for on-device runtimes, validate every artifact against PyTorch, write manifest.json."""
         from hydravit_edge.checkpoints import resolve_checkpoint
@@ -72,7 +127,9 @@ def register(app: typer.Typer) -> None:
             checkpoint = resolve_checkpoint(checkpoint)  # a run directory: its best (else last) checkpoint
         try:
             report = export_model(checkpoint=checkpoint, heads=heads, targets=target, mode=mode, out=out, force=force,
-                                  validate=not no_validate, batch=batch, show_progress=True, jobs=jobs)
+                                  validate=not no_validate, batch=batch, show_progress=True, jobs=jobs,
+                                  precisions=precision, calibration=calibration, calibration_size=calibration_size,
+                                  data=data)
         except ValidationError as exc:
             rep = getattr(exc, "report", None)
             if rep is not None:
@@ -82,6 +139,9 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[yellow]skipped target {name}:[/] {why}")
         if report.results:
             console.print(results_table(report, f"validation vs PyTorch: {report.out_dir}"))
+            side = precision_table(report, "precisions side by side (vs PyTorch fp32)")
+            if side is not None:
+                console.print(side)
         for name, t in report.manifest["targets"].items():
             total = sum(f["bytes"] for f in t["files"])
             notes = ("; " + "; ".join(t["notes"])) if t["notes"] else ""
@@ -105,6 +165,9 @@ def register(app: typer.Typer) -> None:
                               "results": [r.to_dict() for r in report.results]}, indent=2))
         else:
             console.print(results_table(report, f"validation of {directory}"))
+            side = precision_table(report, "precisions side by side (vs PyTorch fp32)")
+            if side is not None:
+                console.print(side)
         report.raise_for_failures()
         if not as_json:
             console.print(f"[green]{directory}: every check passed[/] (skipped checks are listed as skipped)")

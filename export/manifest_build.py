@@ -14,6 +14,7 @@ from hydravit_edge.contract.manifest import MANIFEST_FORMAT, MANIFEST_VERSION
 
 from .base import Exporter
 from .hashing import path_sha256, path_size
+from .quantize import FP32, QuantSpec
 from .records import ArtifactRecord, Reference, ValidationResult
 
 __all__ = ["new_manifest", "target_entry"]
@@ -75,19 +76,31 @@ def new_manifest(cfg, ks: Sequence[int], mode: str, source: dict, skipped: dict,
 
 def target_entry(ex: Exporter, records: Sequence[ArtifactRecord], root: Path, tdir: Path, mode: str,
                  export_s: float, n_jobs: int, val_s: Optional[float],
-                 results: Sequence[ValidationResult]) -> dict[str, Any]:
-    """``targets.<name>`` of the manifest: the target's files, artifact records, versions and checks."""
+                 results: Sequence[ValidationResult], key: Optional[str] = None,
+                 quant: QuantSpec = FP32) -> dict[str, Any]:
+    """``targets.<key>`` of the manifest (``key``: the target at its precision, ``onnx``, ``onnx-int8``):
+    the files, artifact records, versions, quantization and checks."""
     produced = sorted({r.mode for r in records})
+    key = key or ex.name
+    prec = quant.info
+    quantization = None
+    if quant.quantized:
+        quantization = {"weights": prec.weights, "activations": prec.activations,
+                        **(ex.quantization_info(quant) or {}), "calibration": quant.calibration}
     return {
         "title": ex.title or ex.name,
-        "directory": ex.name,
+        "target": ex.name,
+        "directory": key,
         "mode": produced[0] if len(produced) == 1 else "mixed",
         "requested_mode": mode,
         "entry_kind": records[0].entry_kind if records else ex.entry_kind,
-        "precision": ex.precision,
-        "tolerance": ex.tolerance,
+        "precision": quant.precision,
+        "tolerance": ex.tolerance if not quant.quantized else None,
+        "validation_rule": prec.tolerance_text(labelled=any((r.details or {}).get("heldout") for r in results))
+        if quant.quantized else f"max abs error <= {ex.tolerance:g}",
+        "quantization": quantization,
         "files": _file_entries(root, tdir),
-        "artifacts": [dict(r.to_dict(), file=f"{ex.name}/{r.file}") for r in records],
+        "artifacts": [dict(r.to_dict(), file=f"{key}/{r.file}") for r in records],
         "versions": ex.versions(),
         "details": ex.describe(tdir, records),
         "export_seconds": round(export_s, 3),

@@ -33,7 +33,7 @@ slicing table (:mod:`hydravit_edge.slicing`), and the slices are checked against
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import io
 import warnings
 from pathlib import Path
@@ -41,12 +41,17 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from hydravit_edge.targets import MODES
+
 from .base import Exporter, converting
 from .errors import ExportError
 from .progress import ProgressFn
 from .records import ArtifactRecord, TensorSpec
 from .registry import register_exporter
 from .onnx_lazy import data_filename, save_single
+from .onnx_slices import _apply_plan, _digest, _slice_plan
+from .onnx_quant import FP16_SUFFIX, INT8_SUFFIX, SCALE_SUFFIX, cut_from_full, derived_full, derived_plan, quantize_proto
+from .quantize import FP32, QuantSpec
 from .specs import HEADS, IMAGE, LOGITS, IOSpec
 
 #: Initializers of a per-k graph that match no parameter may stay inside their branch
@@ -55,41 +60,6 @@ _LOCAL_LIMIT = 1 << 16
 _HEADS_INPUT = HEADS
 #: ONNX element types of the TensorSpec dtypes the graphs use.
 _ELEM_TYPES = {"float32": 1, "int64": 7}  # onnx.TensorProto.FLOAT, .INT64
-
-
-def _slice_plan(table, key: str, k: int):
-    """How subnetwork k's ``key`` is cut from the full parameters, read off the slicing table.
-
-    Returns ``(source, pieces, concat_axis)``: the full parameter it comes from, a list of
-    ``(starts, ends, axes)`` (only the axes that are cut; empty when used whole) and the axis
-    the pieces are concatenated along when there are several (the q/k/v thirds).
-    """
-    source = table.subnet_params(k)[key]
-    c = table.cut_of(source, k)
-    shape = table.params[source].shape
-    if c.ranges is None:
-        return source, [], None
-    pieces = []
-    for idx in c.pieces:
-        cut = [(s.start, s.stop, a) for a, s in enumerate(idx) if (s.start, s.stop) != (0, shape[a])]
-        pieces.append(([s for s, _, _ in cut], [e for _, e, _ in cut], [a for _, _, a in cut]))
-    return source, pieces, c.axis
-
-
-def _apply_plan(full: np.ndarray, pieces, axis) -> np.ndarray:
-    if not pieces:
-        return full
-    parts = []
-    for starts, ends, axes in pieces:
-        idx = [slice(None)] * full.ndim
-        for s, e, a in zip(starts, ends, axes):
-            idx[a] = slice(s, e)
-        parts.append(full[tuple(idx)])
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
-
-
-def _digest(a: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).digest()
 
 
 def _quiet():
@@ -115,11 +85,27 @@ def export_onnx_proto(module, config, opset: Optional[int] = None):
     return prog.model_proto
 
 
-def subnet_proto(model, k: int):
-    """The per-k ONNX graph of ``model.subnet(k)`` (a picklable :class:`~.parallel.ExportPool` task)."""
+def subnet_proto(model, k: int, quant: QuantSpec = FP32, shared: bool = False):
+    """The per-k ONNX graph of ``model.subnet(k)`` at ``quant.precision`` (a picklable
+    :class:`~.parallel.ExportPool` task).  ``shared``: int8 weights cut from the full weights
+    quantized once (:func:`~.onnx_quant.cut_from_full`, what a single artifact stores) instead of
+    quantized from k's own slice."""
     vit = model.subnet(k)
     with converting("onnx", "torch.onnx.export", k):
-        return export_onnx_proto(vit, model.config)
+        proto = export_onnx_proto(vit, model.config)
+    if not quant.quantized:
+        return proto
+    with converting("onnx", _TOOLS[quant.precision], k):
+        qproto = quantize_proto(proto, quant)
+        if shared and quant.precision.startswith("int8"):
+            cut_from_full(proto, qproto, model, k)
+    return qproto
+
+
+#: the onnxruntime tool of each precision
+_TOOLS = {"fp16": "onnxruntime.transformers.float16.convert_float_to_float16",
+          "int8": "onnxruntime.quantization.quantize_dynamic",
+          "int8-static": "onnxruntime.quantization.quantize_static (QDQ)"}
 
 
 def save_proto(proto, path: Path) -> None:
@@ -133,12 +119,34 @@ def save_proto(proto, path: Path) -> None:
         onnx.save_model(proto, str(path))
 
 
+def _topological(graph) -> list:
+    """The nodes of ``graph`` in an order where every input is produced before it is used
+    (fp16 conversion appends its input/output Casts at the end of the node list)."""
+    produced = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, out = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in produced for i in node.input):
+                out.append(node)
+                produced.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):  # inputs from outside (outer scope): keep their order
+            out.extend(rest)
+            break
+        pending = rest
+    return out
+
+
 class _Merger:
     """Builds the single multi-k graph from per-k graphs, one branch at a time."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, precision: str = "fp32") -> None:
         self.cfg = model.config
         self.full = {n: t.detach().cpu().numpy() for n, t in model.state_dict().items()}
+        # int8: every matrix quantized per output channel once (<p>#q, <p>#s); fp16: <p>#h
+        self.full.update(derived_full(self.full, precision))
         self.model = model
         self.used: dict[str, np.ndarray] = {}  # top-level initializers (full parameters)
         self.branches: dict[int, Any] = {}
@@ -158,25 +166,31 @@ class _Merger:
         g = proto.graph
         pre = f"k{k}/"
         sub_sd = {n: t.numpy() for n, t in self.model.subnet_state_dict(k).items()}
-        # value -> (parameter, transposed?) for every parameter of the k-subnetwork
-        index: dict[bytes, tuple[str, bool]] = {}
-        for n, a in sub_sd.items():
-            index.setdefault(_digest(a), (n, False))
-            if a.ndim == 2:
-                index.setdefault(_digest(a.T), (n, True))
         plans = {}
         for n, a in sub_sd.items():
             source, pieces, axis = _slice_plan(self.model.slicing, n, k)
             if not np.array_equal(_apply_plan(self.full[source], pieces, axis), a):
                 raise ExportError(f"slice rule for {n} at k={k} disagrees with HydraViT.subnet_state_dict")
             plans[n] = (source, pieces, axis)
+        for n in list(sub_sd):  # k's cut of the derived full tensors (int8 values and scales, fp16)
+            for suffix in (INT8_SUFFIX, SCALE_SUFFIX, FP16_SUFFIX):
+                if plans[n][0] + suffix in self.full:
+                    plan = derived_plan(n + suffix, plans[n])
+                    sub_sd[n + suffix] = _apply_plan(self.full[plan[0]], plan[1], plan[2])
+                    plans[n + suffix] = plan
+        # value -> (tensor, transposed?) for every tensor of the k-subnetwork
+        index: dict[bytes, tuple[str, bool]] = {}
+        for n, a in sub_sd.items():
+            index.setdefault(_digest(a), (n, False))
+            if a.ndim == 2:
+                index.setdefault(_digest(a.T), (n, True))
 
         rename: dict[str, str] = {"image": "image"}
         nodes, inits = [], []
         local = 0
         for init in g.initializer:
             arr = numpy_helper.to_array(init)
-            hit = index.get(_digest(arr)) if arr.dtype == np.float32 else None
+            hit = index.get(_digest(arr)) if arr.dtype in (np.float32, np.float16, np.int8) else None
             if hit is not None:
                 pname, transposed = hit
                 src = sub_sd[pname].T if transposed else sub_sd[pname]
@@ -232,7 +246,7 @@ class _Merger:
                 return name
             return rename.get(name, pre + name)
 
-        for node in g.node:
+        for node in _topological(g):
             n2 = onnx.NodeProto()
             n2.CopyFrom(node)
             n2.name = pre + (node.name or node.output[0])
@@ -324,18 +338,31 @@ class OnnxExporter(Exporter):
     entry_kind = "graph+input"
     io = IOSpec(batch="batch", heads_input=True)  # dynamic batch; the single graph takes k as `heads`
     tolerance = 1e-4
+    precisions = {"fp32": MODES, "fp16": MODES, "int8": MODES, "int8-static": MODES}
 
-    def export_k(self, model, k, out_dir) -> ArtifactRecord:
-        save_proto(subnet_proto(model, k), Path(out_dir) / self.per_k_filename(k))
+    def quantization_info(self, quant: QuantSpec) -> dict:
+        info = {"tool": _TOOLS[quant.precision]}
+        if quant.precision.startswith("int8"):
+            info["scheme"] = ("per-k files: each k quantized from its own weights; single: the full weights "
+                              "quantized per output channel once (<param>#q, <param>#s in hydravit.onnx.data), "
+                              "each k's int8 weights and scales a Slice of them")
+        else:
+            info["scheme"] = "float16 weights (single: the full weights once, <param>#h); float32 image and logits"
+        return info
+
+    def export_k(self, model, k, out_dir, quant: QuantSpec = FP32) -> ArtifactRecord:
+        save_proto(subnet_proto(model, k, quant), Path(out_dir) / self.per_k_filename(k))
         return self.record(model.config, k, "per-k")
 
-    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool) -> list[ArtifactRecord]:
+    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool,
+                      quant: QuantSpec = FP32) -> list[ArtifactRecord]:
         import hydravit_edge
 
         cfg = model.config
-        merger = _Merger(model)
+        merger = _Merger(model, quant.precision)
         # per-k graphs in the pool's workers; merged here in k order (the merge is quick)
-        protos = pool.map(subnet_proto, heads, progress, label="onnx k={k}")
+        protos = pool.map(functools.partial(subnet_proto, quant=quant, shared=True), heads, progress,
+                          label="onnx k={k}")
         with converting(self.name, "merging the per-k graphs", heads):
             for k, proto in protos.items():
                 merger.add(k, proto)

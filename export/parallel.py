@@ -84,9 +84,10 @@ def auto_jobs(model, tasks: int, min_params: int = PARALLEL_MIN_PARAMS) -> int:
     return max(1, jobs)
 
 
-def per_k_task(model, k: int, target: str, out_dir: str):
-    """One per-k file of ``target`` (:meth:`Exporter.export_k`), as a picklable pool task."""
-    return get_exporter(target).export_k(model, k, Path(out_dir))
+def per_k_task(model, k: int, target: str, out_dir: str, quant=None):
+    """One per-k file of ``target`` (:meth:`Exporter.export_k`) at ``quant``'s precision, as a picklable pool task."""
+    ex = get_exporter(target)
+    return ex.export_k(model, k, Path(out_dir)) if quant is None else ex.export_k(model, k, Path(out_dir), quant)
 
 
 # ---- wire protocol between the pool and its workers: length-prefixed pickles -------------

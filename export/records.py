@@ -163,9 +163,15 @@ class Reference:
     def batch(self) -> int:
         return int(self.inputs.shape[0])
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, heldout: Any = None) -> None:
+        """Write ``reference.npz``; with ``heldout`` (:class:`~.quantize.HeldOutRef`) also its labels and
+        PyTorch fp32's logits on it (``heldout_labels``, ``heldout_logits_k<k>``; the images are the
+        model's held-out split, re-read from the training data)."""
         arrays = {"inputs": self.inputs.astype(np.float32), "seed": np.array(self.seed, dtype=np.int64)}
         arrays.update({f"logits_k{k}": v.astype(np.float32) for k, v in self.logits.items()})
+        if heldout is not None:
+            arrays["heldout_labels"] = np.asarray(heldout.labels, dtype=np.int64)
+            arrays.update({f"heldout_logits_k{k}": v.astype(np.float32) for k, v in heldout.logits.items()})
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 

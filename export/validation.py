@@ -18,6 +18,7 @@ from hydravit_edge.errors import UsageError
 from .errors import ValidationError
 from .hashing import path_sha256, path_size
 from .progress import ProgressBars
+from .quantize import QuantSpec, load_heldout
 from .records import ArtifactRecord, Reference, Status, ValidationResult
 from .registry import get_exporter
 
@@ -139,6 +140,7 @@ def validate_dir(directory: str | os.PathLike, targets: Sequence[str] | None = N
     reference = Reference.load(d / manifest.reference.file)
     names = list(manifest.targets) if not targets else list(targets)
     results: list[ValidationResult] = []
+    heldout = _UNSET
     with ProgressBars(show_progress) as progress:
         for name in names:
             t = manifest.targets.get(name)
@@ -147,7 +149,7 @@ def validate_dir(directory: str | os.PathLike, targets: Sequence[str] | None = N
             records = [ArtifactRecord.from_dict(a.model_dump(mode="json")) for a in t.artifacts]
             bad_files = _integrity(d, t)
             try:
-                ex = get_exporter(name)
+                ex = get_exporter(manifest.base_target(name))
             except UsageError as exc:
                 results.extend(ValidationResult.error(name, r.k, str(exc)) for r in records)
                 continue
@@ -156,8 +158,18 @@ def validate_dir(directory: str | os.PathLike, targets: Sequence[str] | None = N
                 results.append(ValidationResult(name, r.k, Status.FAILED if problem else Status.PASSED, check="integrity",
                                                 reason=problem, details={"file": r.file}))
             step = progress.task(f"validate {name}", len(records))
-            results.extend(ex.validate(d, records, reference, progress=step))
+            quant = QuantSpec(manifest.precision(name))
+            if quant.quantized and heldout is _UNSET:
+                heldout = load_heldout(manifest, d / manifest.reference.file)
+            checked = ex.validate(d, records, reference, progress=step, quant=quant,
+                                  heldout=heldout if quant.quantized else None)
+            for r in checked:
+                r.target = name
+            results.extend(checked)
     return ValidationReport(d, results, report_sizes(manifest.data), report_files(manifest.data))
+
+
+_UNSET = object()
 
 
 def _integrity(d: Path, target: TargetEntry) -> dict[str, str]:

@@ -222,7 +222,7 @@ class _Fake(Exporter):
     wrong = False
     fail_after_write = False
 
-    def export(self, model, heads, out_dir, mode, progress=None, pool=None):
+    def export(self, model, heads, out_dir, mode, progress=None, pool=None, quant=None):
         recs = []
         for k in heads:
             f = self.single_filename if mode == "single" else self.per_k_filename(k)
@@ -233,7 +233,7 @@ class _Fake(Exporter):
                                        [TensorSpec("logits", [1, 5])]))
         return recs
 
-    def validate(self, out_dir, records, reference, progress=None):
+    def validate(self, out_dir, records, reference, progress=None, quant=None, heldout=None):
         return [compare(self.name, r.k, reference.logits[r.k] + (1.0 if self.wrong else 0.0), reference.logits[r.k],
                         self.tolerance) for r in records]
 

@@ -20,7 +20,7 @@ from hydravit_edge.slicing import SliceTable
 
 from ._base import Document, OpenModel, read_json
 
-__all__ = ["Manifest", "ManifestError", "TargetEntry", "ArtifactSpec", "TensorSpecModel", "FileEntry", "InputSpec",
+__all__ = ["Manifest", "ManifestError", "TargetEntry", "Quantization", "Calibration", "ArtifactSpec", "TensorSpecModel", "FileEntry", "InputSpec",
            "MANIFEST_FILE", "MANIFEST_FORMAT", "MANIFEST_VERSION", "find_export_dir"]
 
 MANIFEST_FILE = "manifest.json"
@@ -135,6 +135,17 @@ class OutputSpec(OpenModel):
     postprocessing: Optional[str] = None
 
 
+class HeldOutInfo(OpenModel):
+    """The labelled held-out images quantized artifacts were validated on."""
+
+    name: Optional[str] = None
+    """The split (digits-heldout, <root>/val); null: none was available (see note)."""
+    images: Optional[NonNeg] = None
+    sha256: Optional[Sha256] = None
+    """sha256 of the normalised float32 images."""
+    note: Optional[str] = None
+
+
 class Reference(OpenModel):
     """Fixed validation inputs and PyTorch's outputs, for re-validating artifacts anywhere (`hydravit-edge validate DIR`, app self-tests)."""
 
@@ -146,6 +157,8 @@ class Reference(OpenModel):
     inputs_key: Optional[str] = None
     logits_key: Optional[str] = None
     description: Optional[str] = None
+    heldout: Optional[HeldOutInfo] = None
+    """Exports with quantized precisions: the labelled held-out images they were judged on (reference.npz then also holds `heldout_labels` and PyTorch fp32's `heldout_logits_k<k>`; the images are re-read from the training data, checked by sha256)."""
 
 
 class TensorSpecModel(OpenModel):
@@ -233,20 +246,54 @@ class ValidationResultModel(OpenModel):
     details: Optional[dict[str, Any]] = None
 
 
+class Calibration(OpenModel):
+    """The calibration images of a calibrated precision: a seeded sample of the training data."""
+
+    source: str
+    """'digits' or the ImageFolder root given to --calibration."""
+    split: Optional[str] = None
+    """The folder the images were sampled from (train), null for a flat folder."""
+    images: Pos
+    available: Optional[NonNeg] = None
+    seed: Optional[int] = None
+    sha256: Optional[Sha256] = None
+    """sha256 of the normalised float32 images as fed to calibration."""
+
+
+class Quantization(OpenModel):
+    """How a quantized precision's artifacts were made."""
+
+    weights: str
+    """How weights are stored, e.g. 'int8, per output channel, symmetric'."""
+    activations: str
+    tool: Optional[str] = None
+    """The runtime's own tool that quantized them, e.g. onnxruntime.quantization.quantize_dynamic."""
+    scheme: Optional[str] = None
+    """Single artifacts: how the k share one set of quantized weights (e.g. cut of k from the full tensor quantized per output channel once)."""
+    calibration: Optional[Calibration] = None
+    """Calibrated (static) precisions: the images the activation ranges came from."""
+
+
 class TargetEntry(OpenModel):
-    """Artifacts of one target."""
+    """Artifacts of one target at one precision."""
 
     title: Optional[str] = None
+    target: Optional[str] = None
+    """The export target (onnx, executorch, coreml, tflite). The entry's key is the target at its precision: the target's name for fp32 (onnx), '<target>-<precision>' otherwise (onnx-int8); absent in older manifests: the key."""
     directory: str
-    """Subdirectory holding the target's files (the target name)."""
+    """Subdirectory holding the target's files (the entry's key)."""
     mode: Literal["single", "per-k", "mixed"]
     """What was produced: single (one artifact for every k) or per-k (one file per k; also used when a target had to fall back, see notes)."""
     requested_mode: Optional[Literal["single", "per-k"]] = None
     entry_kind: Optional[str] = None
-    precision: Optional[str] = None
-    """Numeric precision of the weights and compute, e.g. fp32."""
+    precision: Optional[Literal["fp32", "fp16", "int8", "int8-static"]] = None
+    """Numeric precision (hydravit_edge.precision.PRECISIONS): fp32, fp16, int8 (int8 weights per output channel, activations quantized per call) or int8-static (activation ranges from calibration images). Absent: fp32."""
     tolerance: Optional[float] = None
-    """Max abs logit error this target's validation accepts."""
+    """fp32: max abs logit error its validation accepts (1e-4); null for quantized precisions (see validation_rule)."""
+    validation_rule: Optional[str] = None
+    """The rule its validation applied, in words, e.g. 'top-1 within 1 points of fp32' (quantized, labelled held-out images) or 'max abs error <= 0.0001' (fp32)."""
+    quantization: Optional[Quantization] = None
+    """Quantized precisions: weights, activations, tool, single-artifact scheme, calibration images."""
     files: list[FileEntry]
     """Every file the target wrote, with size and sha256."""
     artifacts: list[ArtifactSpec]
@@ -300,7 +347,7 @@ class Manifest(Document):
     """Class names, index = logit index. config.labels, or "0".."C-1" when the model has none."""
     reference: Reference
     targets: dict[str, TargetEntry]
-    """One entry per exported target, keyed by target name (onnx, executorch, coreml, tflite)."""
+    """One entry per exported target and precision, keyed by the target's name for fp32 (onnx, executorch, coreml, tflite) and '<target>-<precision>' for the others (onnx-int8, executorch-int8, coreml-fp16, ...); each entry names its target and precision."""
     skipped_targets: dict[str, str]
     """Targets that `--target all` did not export, with the reason (e.g. a missing optional dependency and the pip extra to install)."""
     validation: Validation
@@ -375,7 +422,30 @@ class Manifest(Document):
 
     # ---- targets ----------------------------------------------------------------------
     def target_names(self) -> list[str]:
+        """Every entry's key (a target at a precision: onnx, onnx-int8, ...)."""
         return list(self.targets)
+
+    def base_target(self, key: str) -> str:
+        """The export target of entry ``key`` (``onnx-int8`` -> ``onnx``)."""
+        return self.target(key).target or key
+
+    def precision(self, key: str) -> str:
+        """The precision of entry ``key`` (fp32 when the entry does not say)."""
+        return self.target(key).precision or "fp32"
+
+    def variants(self, target: str) -> dict[str, str]:
+        """``{precision: key}`` of the entries holding ``target``'s artifacts (fp32 first)."""
+        out = {self.precision(key): key for key in self.targets if self.base_target(key) == target}
+        return dict(sorted(out.items(), key=lambda kv: kv[0] != "fp32"))
+
+    def key_for(self, target: str, precision: str = "fp32") -> str:
+        """The entry key of ``target`` at ``precision``; a :class:`ManifestError` naming the precisions there are."""
+        found = self.variants(target)
+        if precision not in found:
+            have = ", ".join(found) or "none"
+            raise ManifestError(f"{self.dir}: has no {precision} '{target}' artifacts (precisions there: {have}; "
+                                f"export them with --precision {precision})")
+        return found[precision]
 
     def target(self, name: str) -> TargetEntry:
         try:
