@@ -25,6 +25,13 @@ Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...
     its XNNPACK named data and the other methods' program constants are separate stores, so the
     weights are then stored twice.  Methods are loaded on demand; switching k is calling another
     method of the loaded program.
+
+Precisions (:mod:`.executorch_quant`): ``fp16``, ``int8`` (XNNPACK quantizer, dynamic activations)
+and ``int8-static`` (calibrated) as per-k files.  Single: fp32 (above), and int8 as one set of int8
+weights for every k (``hydravit.weights``: the full weights quantized once per output channel, plus
+k's int8 program ``hydravit.k<k>.pte`` whose named data the runtime cuts from it; no program runs
+every k: :mod:`.executorch_lazy`).  fp16 and int8-static are not offered as single artifacts (see
+:data:`ExecuTorchExporter.precision_notes` for why).
 """
 
 from __future__ import annotations
@@ -33,10 +40,14 @@ import io
 from pathlib import Path
 from typing import Any, Optional
 
+from hydravit_edge.errors import UsageError
+from hydravit_edge.targets import MODES
+
 from .base import Exporter, converting
 from .executorch_trace import _quiet, _trace
 from .errors import ExportError
 from .progress import ProgressFn
+from .quantize import FP32, QuantSpec
 from .records import ArtifactRecord
 from .registry import register_exporter
 
@@ -48,6 +59,25 @@ SINGLE_SPEED_NOTE = ("weights stored once, but XNNPACK packs the shared weights 
 SINGLE_LAZY_NOTE = ("weights stored once; the methods of hydravit.pte slice them at run time (1.4-2.2x per-k latency), "
                     "hydravit.k<k>.pte run at per-k speed with named data the runtime cuts from hydravit.pte "
                     "(the toolkit's runtime does this by default: materialize='lazy')")
+#: the single int8 artifact (the CLI summary, the manifest's notes)
+SINGLE_INT8_LAZY_NOTE = (
+    "one set of int8 weights for every k: hydravit.weights holds every weight matrix of the full model quantized "
+    "once per output channel (int8 values + float32 scales) and the float32 biases; hydravit.k<k>.pte is k's int8 "
+    "program (XNNPACK, per-k speed) whose named data the runtime cuts from it (the leading block of each int8 "
+    "matrix, the scales of k's rows); there is no program that runs every k (XNNPACK lowers int8 linear layers "
+    "with static weights only), so the runtime loads k's program whether it materialises lazily or eagerly")
+#: why the single int8-static program is not offered (the error of --mode single --precision int8-static)
+SINGLE_INT8_NOTE = (
+    "the single int8-static artifact is not offered yet: its activation ranges are calibrated per k and would "
+    "have to be stored per k next to the shared int8 weights; --precision int8 (dynamic activations) has a "
+    "single artifact: the full weights quantized per output channel once "
+    "(hydravit_edge.precision.quantize_rows), stored raw (XNNPACK's named data of an int8 linear weight is its "
+    "int8 [out, in] values plus 'scale_<sha256>', float32 [out]) and each k's program built with their cut, which "
+    "the runtime's named-data synthesis (hydravit_edge.engines.ptd) cuts; use --mode per-k or --precision int8")
+SINGLE_FP16_NOTE = (
+    "the single fp16 program is not offered yet: its methods would run XNNPACK linear layers with non-static fp16 "
+    "weights (the partitioner's force_non_static_weights_for_f32_linear covers float32 only) and the runtime's "
+    "named-data synthesis (hydravit_edge.engines.ptd) cuts float32 parameters only; use --mode per-k")
 
 
 def heads_program(model, k: int):
@@ -181,21 +211,42 @@ class ExecuTorchExporter(Exporter):
     #: lowering costs ~20 s per k even for the small digits model (ExecuTorch's passes scale with
     #: the number of graph nodes, not with the weights), so two or more k always go to workers
     parallel_min_params = 0
+    #: fp16, int8 and int8-static (:mod:`.executorch_quant`) as per-k files; single: fp32 and int8
+    precisions = {"fp32": MODES, "fp16": ("per-k",), "int8": MODES, "int8-static": ("per-k",)}
+    precision_notes = {"fp16": f": {SINGLE_FP16_NOTE}", "int8-static": f": {SINGLE_INT8_NOTE}"}
 
     def entry_name(self, k: int) -> str:
         return f"forward_k{k}"
 
-    def export_k(self, model, k, out_dir) -> ArtifactRecord:
+    def unsupported(self, precision: str, mode: str) -> Optional[str]:
+        why = super().unsupported(precision, mode)
+        if why and precision in self.precisions and precision in self.precision_notes:
+            why += self.precision_notes[precision]  # offered, but not in this mode: say why
+        return why
+
+    def quantization_info(self, quant: QuantSpec) -> Optional[dict[str, Any]]:
+        from .executorch_quant import quantization_info
+
+        return quantization_info(quant) if quant.quantized else None
+
+    def export_k(self, model, k, out_dir, quant: QuantSpec = FP32) -> ArtifactRecord:
+        from .executorch_quant import program_for
         from .xnnpack_graph import xnnpack_friendly  # one XNNPACK partition: see its docstring
 
         cfg = model.config
-        program = _trace(xnnpack_friendly(model.subnet(k)), cfg, k)
+        program = program_for(xnnpack_friendly(model.subnet(k)), cfg, k, quant)
         with converting(self.name, "to_edge_transform_and_lower", k), _quiet():
             prog = lower_programs({PER_K_METHOD: program})
         (Path(out_dir) / self.per_k_filename(k)).write_bytes(prog.buffer)
-        return self.record(cfg, k, "per-k", entry=PER_K_METHOD)
+        return self.record(cfg, k, "per-k", entry=PER_K_METHOD,
+                           extra={"precision": quant.precision} if quant.quantized else {})
 
-    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool) -> list[ArtifactRecord]:
+    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool,
+                      quant: QuantSpec = FP32) -> list[ArtifactRecord]:
+        if quant.precision == "int8":
+            return self.export_single_int8(model, heads, out_dir, pool, quant)
+        if quant.quantized:  # export() refuses it first; never write an fp32 program under another precision
+            raise UsageError(self.unsupported(quant.precision, "single") or f"no single {quant.precision} program")
         # Each method is lowered on its own (in the pool's workers) and comes back serialized; one
         # EdgeProgramManager then emits them as one program, storing the shared weights once.
         parts = pool.map(lowered_method, heads, progress, label="executorch k={k}")
@@ -215,12 +266,53 @@ class ExecuTorchExporter(Exporter):
                             notes=[SINGLE_LAZY_NOTE])
                 for k in heads]
 
+    def export_single_int8(self, model, heads, out_dir, pool, quant: QuantSpec) -> list[ArtifactRecord]:
+        """The single int8 artifact (:mod:`.executorch_lazy`, int8): ``hydravit.weights`` and per k its
+        int8 program and .ptd head; the records' file is ``hydravit.weights``, the entry k's program's
+        method (a session on that file loads k's program)."""
+        import functools
+
+        from .executorch_lazy import METHOD, WEIGHTS_FILE, lazy_program, write_lazy_quantized
+
+        parts = pool.map(functools.partial(lazy_program, quant=quant), heads, None,
+                         label="executorch int8 k={k} (named data)")
+        with converting(self.name, "int8 named-data layout", heads):
+            layouts, _ = write_lazy_quantized(model, heads, out_dir, parts)
+        out = []
+        for k in heads:
+            rec = self.record(model.config, k, "single", entry=METHOD,
+                              extra={"precision": quant.precision, "lazy_graph": layouts[k]["program"],
+                                     "lazy_entry": layouts[k]["method"], "lazy_data": layouts[k]},
+                              notes=[SINGLE_INT8_LAZY_NOTE])
+            rec.file = WEIGHTS_FILE
+            out.append(rec)
+        return out
+
     # ---- runtime (validation runs the files with hydravit_edge.engines) ---------------
     def runtime_label(self) -> str:
         return f"executorch {self.versions().get('executorch')} runtime (XNNPACK)"
 
     def describe(self, out_dir, records) -> dict:
         details: dict[str, Any] = {"delegate": "XnnpackBackend", "batch": 1}
+        layouts = [r.extra["lazy_data"] for r in records if r.mode == "single" and (r.extra or {}).get("lazy_data")]
+        if layouts and layouts[0].get("weights_format") == "raw":  # the single int8 artifact
+            tensors: dict[str, Any] = {}
+            for lay in layouts:
+                for seg in lay["segments"]:
+                    if "cut" in seg:
+                        key = seg["cut"] + (":scale" if seg.get("quant") == "scale" else "")
+                        tensors[key] = {"offset": seg["at"], "shape": seg["shape"], "dtype": seg.get("dtype", "float32")}
+            details["single"] = {
+                "weights_file": layouts[0]["weights"],
+                "programs": {str(r.k): r.extra["lazy_graph"] for r in sorted(records, key=lambda r: r.k)},
+                "method": layouts[0]["method"],
+                "weights": "every Linear / Conv2d weight of the full model quantized once per output channel "
+                           "(hydravit_edge.precision.quantize_rows: int8 values, symmetric, float32 scale per row), "
+                           "the float32 biases; each k's program uses their cut (extra.lazy_data)",
+                "tensors": dict(sorted(tensors.items(), key=lambda kv: kv[1]["offset"])),
+            }
+            details["precision"] = "int8"
+            return details
         if any(r.mode == "single" for r in records):
             details["single"] = {
                 "methods": [r.entry for r in sorted(records, key=lambda r: r.k)],
@@ -229,4 +321,9 @@ class ExecuTorchExporter(Exporter):
             }
         else:
             details["method"] = PER_K_METHOD
+        precision = next((r.extra.get("precision") for r in records if r.extra.get("precision")), None)
+        if precision:
+            details["precision"] = precision
+            details["single_mode"] = {"fp16": SINGLE_FP16_NOTE, "int8": SINGLE_INT8_LAZY_NOTE}.get(precision,
+                                                                                              SINGLE_INT8_NOTE)
         return details

@@ -22,6 +22,27 @@ lie verbatim in ``hydravit.pte`` (the patch weight of k, which it stores cut).  
 of k from those pieces, loads k's method with it (XNNPACK packs the weights then) and deletes it:
 one k in memory, at the per-k file's speed, and no weight stored twice.  The export checks that the
 synthesized bytes equal, byte for byte, the ``.ptd`` ExecuTorch wrote (``data_sha256``).
+
+int8 (:func:`write_lazy_quantized`)
+    There is no int8 ``hydravit.pte``: XNNPACK lowers int8 linear layers with static weights only,
+    so no method could slice the shared weights at run time.  The single int8 artifact is
+
+    ``hydravit.weights``
+        A plain binary file (:data:`WEIGHTS_MAGIC`, then tensors, each 64-byte aligned, C order):
+        every ``Linear`` / ``Conv2d`` weight of the full model quantized ONCE per output channel
+        (:func:`hydravit_edge.precision.quantize_rows`): its int8 values and its float32 scales,
+        and the float32 parameters XNNPACK keeps as named data (biases).  Layer norms, class token
+        and position embedding of k lie in k's program, as at fp32.
+    ``hydravit.k<k>.pte`` / ``hydravit.k<k>.ptdhead``
+        k's PT2E int8 program (:func:`.executorch_quant.quantized_program`) whose frozen int8
+        weights and scales were replaced by the CUT of the full ones
+        (:func:`.executorch_quant.cut_quantized`), XNNPACK constants kept out as named data.
+
+    Every named-data segment of k is then a cut of a tensor of ``hydravit.weights``: int8 values
+    (``"quant": "values"``, dtype int8), scales (``"quant": "scale"``: the rows of k) or a float32
+    parameter (:mod:`hydravit_edge.engines.ptd`); the layout has ``weights_format: "raw"`` and
+    ``check: "sha256"``.  The records' ``file`` is ``hydravit.weights`` (the artifact that holds every
+    k); a session opened on it loads each k's program.
 """
 
 from __future__ import annotations
@@ -36,11 +57,16 @@ from hydravit_edge.engines.ptd import synthesize
 
 from .errors import ExportError
 
-__all__ = ["TAG", "lazy_program", "weights_index", "data_layout", "program_filename", "head_filename"]
+__all__ = ["TAG", "lazy_program", "weights_index", "data_layout", "program_filename", "head_filename",
+           "WEIGHTS_FILE", "WEIGHTS_MAGIC", "write_lazy_quantized", "quantized_layout"]
 
 #: the named-data tag (and file stem ExecuTorch would give the .ptd)
 TAG = "hydravit"
 METHOD = "forward"
+#: the int8 single artifact's weights file, its first bytes and the alignment of its tensors
+WEIGHTS_FILE = "hydravit.weights"
+WEIGHTS_MAGIC = b"HYDRAVIT-WEIGHTS 1\n"
+ALIGN = 64
 
 
 def program_filename(k: int) -> str:
@@ -51,8 +77,9 @@ def head_filename(k: int) -> str:
     return f"hydravit.k{k}.ptdhead"
 
 
-def lazy_program(model, k: int) -> tuple[bytes, bytes]:
-    """``(pte, ptd)`` of k's program with its XNNPACK constants as external named data (a picklable pool task)."""
+def lazy_program(model, k: int, quant=None) -> tuple[bytes, bytes]:
+    """``(pte, ptd)`` of k's program with its XNNPACK constants as external named data (a picklable pool
+    task).  ``quant`` int8: the PT2E program with the cut of the full weights quantized once."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -61,10 +88,20 @@ def lazy_program(model, k: int) -> tuple[bytes, bytes]:
     from .executorch_trace import _quiet, _trace
     from .xnnpack_graph import xnnpack_friendly
 
-    ep = _trace(xnnpack_friendly(model.subnet(k)), model.config, k)
+    if quant is not None and quant.quantized:
+        from .executorch_quant import cut_quantized, quantized_program
+
+        if quant.precision != "int8":
+            raise ExportError(f"executorch k={k}: no single {quant.precision} program")
+        own = {key: t.detach().cpu().numpy() for key, t in model.subnet_state_dict(k).items()}
+        ep = quantized_program(xnnpack_friendly(model.subnet(k)), model.config, k, quant,
+                               cut=cut_quantized(model, k), own=own)
+    else:
+        ep = _trace(xnnpack_friendly(model.subnet(k)), model.config, k)
     sig = ep.graph_signature
+    consts = set(sig.inputs_to_parameters) | set(sig.inputs_to_buffers)  # int8: PT2E's frozen weights are buffers
     for n in ep.graph.nodes:
-        if n.op == "placeholder" and (n.name in sig.inputs_to_parameters or n.name in sig.inputs_to_buffers):
+        if n.op == "placeholder" and n.name in consts:
             n.meta.setdefault("custom", {})["delegate_constant_tag"] = TAG
     with converting("executorch", "to_edge_transform_and_lower (named data)", k), _quiet(), torch.no_grad():
         prog = to_edge_transform_and_lower({METHOD: ep}, partitioner=[XnnpackPartitioner()]).to_executorch()
@@ -165,3 +202,119 @@ def write_lazy(model, heads: Sequence[int], out_dir: Path, pte_path: Path, parts
         (out_dir / layout["head"]).write_bytes(head)
         layouts[k] = layout
     return layouts
+
+
+# =========================================================================== int8
+
+def _cut_spec(table, name: str, k: int) -> tuple[Optional[list], Optional[int]]:
+    c = table.cut_of(name, k)
+    pieces = [[[s.start, s.stop] for s in piece] for piece in c.pieces] if c.ranges is not None else None
+    return pieces, c.axis
+
+
+def _scale_spec(table, name: str, k: int) -> tuple[Optional[list], Optional[int]]:
+    from .executorch_quant import scale_ranges
+
+    rows = scale_ranges(table.cut_of(name, k))
+    if rows is None:
+        return None, None
+    return [[[a, b]] for a, b in rows], (0 if len(rows) > 1 else None)
+
+
+def quantized_layout(model, k: int, ptd: bytes, full_q: dict) -> tuple[bytes, dict[str, Any]]:
+    """``(head bytes, layout)`` of k's int8 .ptd, each segment's source a cut of a full tensor of the
+    weights file (int8 values, scales or a float32 parameter) still without its place there (``at``,
+    ``shape``: :func:`write_lazy_quantized`); raises when a segment is none of them."""
+    from .executorch_quant import cut_quantized
+
+    table = model.slicing
+    full_of = table.subnet_params(k)
+    cuts = cut_quantized(model, k, full_q)
+    sources: dict[str, dict] = {}
+
+    def add(arr, name, quant, dtype, pieces, axis, transforms=("id",)):
+        for tr in transforms:
+            a = arr.transpose(0, 2, 3, 1) if tr == "nhwc" else arr
+            digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+            src = {"cut": name, "dtype": dtype, "pieces": pieces, "axis": axis, "transform": tr}
+            if quant:
+                src["quant"] = quant
+            sources.setdefault(digest, src)
+
+    for sub_key, t in model.subnet_state_dict(k).items():
+        name = full_of[sub_key]
+        trs = ("id", "nhwc") if t.dim() == 4 else ("id",)
+        pieces, axis = _cut_spec(table, name, k)
+        if sub_key in cuts:
+            q, s = cuts[sub_key]
+            add(q, name, "values", "int8", pieces, axis, trs)
+            add(s, name, "scale", "float32", *_scale_spec(table, name, k))
+        else:
+            add(np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32), name, None, "float32",
+                pieces, axis, trs)
+    base, segs = _ptd_segments(ptd)
+    out = []
+    for key, off, size in segs:
+        src = sources.get(hashlib.sha256(ptd[off:off + size]).hexdigest())
+        if src is None:
+            raise ExportError(f"executorch int8 k={k}: named data {key[:18]} ({size} bytes) is no cut of the full "
+                              "int8 weights, their scales or a float32 parameter")
+        out.append({"offset": off, "size": size, **src})
+    layout = {"program": program_filename(k), "method": METHOD, "head": head_filename(k), "head_bytes": base,
+              "size": len(ptd), "sha256": hashlib.sha256(ptd).hexdigest(), "segments": out,
+              "weights": WEIGHTS_FILE, "weights_format": "raw", "check": "sha256"}
+    return ptd[:base], layout
+
+
+def _stored(params: dict, name: str, quant: Optional[str], full_q: dict) -> np.ndarray:
+    if quant == "values":
+        return full_q[name][0]
+    if quant == "scale":
+        return full_q[name][1]
+    return np.ascontiguousarray(params[name].detach().cpu().numpy(), dtype=np.float32)
+
+
+def write_lazy_quantized(model, heads: Sequence[int], out_dir: Path, parts: dict[int, tuple[bytes, bytes]]
+                         ) -> tuple[dict[int, dict], dict[str, dict]]:
+    """Write ``hydravit.weights`` (each tensor a segment source uses, once) and k's program and .ptd
+    head for every k; returns ``({k: layout}, index)`` with ``index``: ``{"<name>" or "<name>:scale":
+    {"offset", "shape", "dtype"}}``.  Each synthesized .ptd is checked against ExecuTorch's, byte for byte."""
+    from hydravit_edge.engines.ptd import synthesize
+
+    from .executorch_quant import quantized_weights
+
+    full_q = quantized_weights(model)
+    heads_layouts = {}
+    used: dict[tuple[str, Optional[str]], None] = {}
+    for k in heads:
+        head, layout = quantized_layout(model, k, parts[k][1], full_q)
+        heads_layouts[k] = (head, layout)
+        for seg in layout["segments"]:
+            used[(seg["cut"], seg.get("quant"))] = None
+    order = {name: i for i, name in enumerate(model.slicing.params)}
+    params = model.state_dict()
+    rank = {None: 0, "values": 0, "scale": 1}
+    blob = bytearray(WEIGHTS_MAGIC)
+    index: dict[str, dict] = {}
+    where = {}
+    for name, quant in sorted(used, key=lambda nq: (order.get(nq[0], len(order)), rank[nq[1]])):
+        a = np.ascontiguousarray(_stored(params, name, quant, full_q))
+        blob += b"\0" * (-len(blob) % ALIGN)
+        where[(name, quant)] = {"offset": len(blob), "shape": list(a.shape), "dtype": str(a.dtype)}
+        index[name + (":scale" if quant == "scale" else "")] = where[(name, quant)]
+        blob += a.tobytes()
+    weights = bytes(blob)
+    (out_dir / WEIGHTS_FILE).write_bytes(weights)
+    layouts = {}
+    for k in heads:
+        head, layout = heads_layouts[k]
+        for seg in layout["segments"]:
+            w = where[(seg["cut"], seg.get("quant"))]
+            seg["at"], seg["shape"] = w["offset"], w["shape"]
+        if bytes(synthesize(layout, head, weights)) != parts[k][1]:
+            raise ExportError(f"executorch int8 k={k}: the named data cut from {WEIGHTS_FILE} differs from what the "
+                              "program was lowered with")
+        (out_dir / layout["program"]).write_bytes(parts[k][0])
+        (out_dir / layout["head"]).write_bytes(head)
+        layouts[k] = layout
+    return layouts, index

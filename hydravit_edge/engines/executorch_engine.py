@@ -2,6 +2,11 @@
 
 ExecuTorch's Python runtime takes ``torch`` tensors, so opening a ``.pte`` imports torch (not
 ExecuTorch's ahead-of-time compiler: :mod:`hydravit_edge.executorch_runtime`).
+
+Records with ``extra.lazy_data`` (single artifacts, :mod:`.ptd`): k's program is loaded with its
+named data cut from the weights file.  A session opened on the weights file of an int8 single
+artifact (``lazy_data.weights_format == "raw"``: a plain binary file, not a program) loads each k's
+own program (``lazy_data.program``, method ``lazy_data.method``): one session that holds every k.
 """
 
 from __future__ import annotations
@@ -49,14 +54,19 @@ class ExecuTorchSession(Session):
         program = self.program
         layout = (record.get("extra") or {}).get("lazy_data")
         if layout:
-            program = self.programs[k] = self._load_with_data(layout)
+            path = self.path
+            if layout.get("weights_format") == "raw" and self.path.name == layout.get("weights"):
+                # the weights file is no program: k's own program runs (with its named data cut from it)
+                path, name = self.path.parent / layout["program"], layout.get("method") or DEFAULT_METHOD
+            program = self.programs[k] = self._load_with_data(layout, path)
         if name not in program.method_names:
             raise EngineError(f"{self.path}: no method '{name}' (it has {sorted(program.method_names)})")
         self.methods[k] = program.load_method(name)  # XNNPACK packs the weights here, once
 
-    def _load_with_data(self, layout: Mapping[str, Any]):
-        """k's program with its named data: cut from the memory-mapped ``hydravit.pte`` into a
-        temporary .ptd, which is deleted once the method is loaded (XNNPACK has packed it then)."""
+    def _load_with_data(self, layout: Mapping[str, Any], path: Path):
+        """k's program (``path``) with its named data: cut from the memory-mapped weights file
+        (``hydravit.pte``, or an int8 artifact's raw weights) into a temporary .ptd, which is deleted
+        once the method is loaded (XNNPACK has packed it then)."""
         import os
         import tempfile
 
@@ -64,7 +74,10 @@ class ExecuTorchSession(Session):
 
         folder = self.path.parent
         weights = np.memmap(folder / layout["weights"], dtype=np.uint8, mode="r")
-        data = synthesize(layout, (folder / layout["head"]).read_bytes(), weights)
+        try:
+            data = synthesize(layout, (folder / layout["head"]).read_bytes(), weights)
+        except ValueError as exc:
+            raise EngineError(f"{path}: {exc}") from None
         del weights
         fd, tmp = tempfile.mkstemp(suffix=".ptd", prefix="hydravit-")
         try:
@@ -72,9 +85,9 @@ class ExecuTorchSession(Session):
                 f.write(data)
             del data
             try:
-                program = self._runtime.load_program(self.path, data_path=tmp)
+                program = self._runtime.load_program(path, data_path=tmp)
             except Exception as exc:
-                raise EngineError(f"{self.path}: ExecuTorch cannot load it with its named data ({first_line(exc)})") from None
+                raise EngineError(f"{path}: ExecuTorch cannot load it with its named data ({first_line(exc)})") from None
             return _DeleteAfterLoad(program, tmp)
         except BaseException:
             os.unlink(tmp)
