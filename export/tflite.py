@@ -27,6 +27,19 @@ Single (``tflite/hydravit.tflite``)
     The exporter measures the weight bytes of the file; should a litert-torch version store
     the weights per signature (more than 1.10x the parameters), single mode falls back to
     per-k files and says so in the records' notes and the manifest.
+
+Precisions (per-k files; the single file is fp32, :data:`SINGLE_QUANT_NOTE` says why)
+    ``fp16``: litert-torch's ``quant_recipes.full_fp16_recipe()`` (float16 weights, which
+    XNNPACK dequantizes when it loads them; computed in float32).  ``int8``:
+    ``quant_recipes.full_dynamic_recipe()`` (int8 weights per output channel, activations of
+    every fully-connected / convolution quantized per call: dynamic range).  Both are
+    litert-torch's own conversion (``convert(quant_config=...)``, run by ai-edge-quantizer).
+    ``int8-static``: litert-torch's static PT2E path makes the file's ``image`` and ``logits``
+    int8 (it has no float-IO option), so the fp32 file is quantized with ai-edge-quantizer (the
+    quantizer litert-torch's recipes run on): static int8 (``add_static_config``, ranges from
+    the calibration images) for every op of the transformer blocks, dynamic int8 for the patch
+    embedding and the classifier, so the file still takes float32 ``image`` and returns float32
+    ``logits``.
 """
 
 from __future__ import annotations
@@ -38,11 +51,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from hydravit_edge.errors import MissingDependencyError
-from hydravit_edge.targets import target
+from hydravit_edge.errors import MissingDependencyError, UsageError
+from hydravit_edge.targets import MODES, target
 
 from .base import Exporter, converting, stored_params
+from .errors import ExportError
 from .progress import ProgressFn
+from .quantize import FP32, HeldOutRef, QuantSpec
 from .records import ArtifactRecord, Reference, ValidationResult
 from .registry import register_exporter
 from .specs import IMAGE, LOGITS, IOSpec
@@ -56,6 +71,17 @@ _EXTRA = target("tflite").extra
 #: shown with every shared-weight single export (CLI summary, manifest)
 SINGLE_SPEED_NOTE = ("weights stored once, but sliced at run time so XNNPACK cannot prepack them: 1.5-4x the "
                      "latency of per-k files on CPU (12-head model); --mode per-k for speed")
+#: why the single file is fp32 only (the error of --mode single --precision fp16/int8...)
+SINGLE_QUANT_NOTE = (
+    ": the single TFLite file is fp32 only: its signatures share full-size weight buffers that SLICE ops cut at run "
+    "time, and litert-torch's quantization (its recipes run by ai-edge-quantizer, and PT2E) quantizes only constant "
+    "weight operands of FULLY_CONNECTED / CONV_2D, so it finds none and the file stays float32 (measured with "
+    "litert-torch 0.10); a shared int8 file would need int8 full-size buffers with per-channel scales, SLICE of "
+    "both and a DEQUANTIZE per signature, which the converter does not produce; use --mode per-k")
+#: the block of a litert-torch tensor name that int8-static quantizes statically (the transformer blocks)
+_STATIC_SCOPE = ".*Sequential_blocks.*"
+#: TFLite tensor types (schema ``TensorType``) of weight buffers, by name
+_TENSOR_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
 
 
 def _import(module: str, purpose: str):
@@ -140,11 +166,66 @@ def _modules():
     return Program
 
 
+# =========================================================================== precisions
+
+def quant_config(quant: QuantSpec):
+    """litert-torch's ``quant_config`` for ``convert`` at ``quant``'s precision (None: fp32 and int8-static,
+    which is quantized after conversion: :func:`quantize_static`)."""
+    if quant.precision not in ("fp16", "int8"):
+        return None
+    recipes = _import("litert_torch.generative.quantize.quant_recipes", "export")
+    return recipes.full_fp16_recipe() if quant.precision == "fp16" else recipes.full_dynamic_recipe()
+
+
+def quantize_static(path: Path, quant: QuantSpec, signature: str, input_name: str) -> None:
+    """int8-static of the fp32 file at ``path``, in place, with ai-edge-quantizer: the transformer blocks
+    static int8 (ranges from ``quant.images()``), the remaining fully-connected / convolution weights
+    dynamic int8; ``image`` and ``logits`` stay float32."""
+    import numpy as np
+
+    aeq = _import("ai_edge_quantizer.quantizer", "export")
+    qtyping = _import("ai_edge_quantizer.qtyping", "export")
+    images = quant.images()
+    q = aeq.Quantizer(Path(path).read_bytes())
+    ops = qtyping.TFLOperationName.ALL_SUPPORTED
+    q.add_dynamic_config(".*", ops, 8)  # later rules take precedence: the blocks are static
+    q.add_static_config(_STATIC_SCOPE, ops, 8, 8)
+    data = {signature: [{input_name: np.ascontiguousarray(x[None], dtype=np.float32)} for x in images]}
+    result = q.quantize(q.calibrate(data, num_threads=max(1, min(8, os.cpu_count() or 1))),
+                        enable_progress_report=False)
+    out = bytes(result.quantized_model)
+    if "QUANTIZE" not in op_names(out):  # static int8 enters the blocks through a QUANTIZE op
+        raise ExportError(f"ai-edge-quantizer quantized no op statically: no tensor name matched {_STATIC_SCOPE!r} "
+                          "(litert-torch names tensors after the module path; did it change?)")
+    Path(path).write_bytes(out)
+
+
+def op_names(data: bytes) -> set[str]:
+    """The builtin operators a TFLite flatbuffer uses (``{"FULLY_CONNECTED", "QUANTIZE", ...}``)."""
+    schema = _import("ai_edge_litert.schema_py_generated", "inspection")
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(data, 0)
+    out = set()
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        out.add(names.get(max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode())), "?"))
+    return out
+
+
+def quantized_params(module) -> int:
+    """Weights of the fully-connected layers and convolutions of ``module``: what the quantized precisions store
+    as int8 / float16."""
+    import torch
+
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+
+
 # =========================================================================== flatbuffer inspection
 
 def inspect_tflite(path: Path) -> dict[str, Any]:
     """Signatures (inputs, outputs, subgraph), and weight bytes: per signature (buffers its
-    subgraph references) and for the whole file (every buffer once).  Pure flatbuffer parsing."""
+    subgraph references), for the whole file (every buffer once) and per tensor type of the
+    buffers (``weight_bytes_by_dtype``: "float32", "float16", "int8", ...).  Pure flatbuffer parsing."""
     schema = _import("ai_edge_litert.schema_py_generated", "inspection")
     data = Path(path).read_bytes()
     try:
@@ -165,6 +246,16 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
     def dec(s):
         return s.decode() if isinstance(s, bytes) else s
 
+    kinds: dict[int, str] = {}
+    for g in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(g)
+        for j in range(sg.TensorsLength()):
+            t = sg.Tensors(j)
+            kinds.setdefault(int(t.Buffer()), _TENSOR_TYPES.get(int(t.Type()), str(t.Type())))
+    by_dtype: dict[str, int] = {}
+    for b, n in enumerate(buf_bytes):
+        if n and b in kinds:
+            by_dtype[kinds[b]] = by_dtype.get(kinds[b], 0) + n
     sigs: dict[str, dict[str, Any]] = {}
     for i in range(model.SignatureDefsLength()):
         sd = model.SignatureDefs(i)
@@ -181,7 +272,29 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
             "outputs": [spec(sd.Outputs(j)) for j in range(sd.OutputsLength())],
             "weight_bytes": int(sum(buf_bytes[b] for b in used if 0 < b < n_buf)),
         }
-    return {"signatures": sigs, "weight_bytes_total": int(sum(buf_bytes)), "file_bytes": len(data)}
+    return {"signatures": sigs, "weight_bytes_total": int(sum(buf_bytes)), "file_bytes": len(data),
+            "weight_bytes_by_dtype": dict(sorted(by_dtype.items()))}
+
+
+def _precision_problems(extra: dict, by_dtype: dict[str, int], total: int) -> list[str]:
+    """What is wrong with a file's weight bytes for the record's precision (``extra``: ``weight_params``,
+    ``precision``, ``quantized_params``): all weights present, and the layers' weights int8 / float16."""
+    params = int(extra["weight_params"])
+    precision = extra.get("precision", "fp32")
+    if precision == "fp32":
+        least, low = 4 * params, None
+    else:
+        n = int(extra.get("quantized_params", 0))
+        kind, width = ("float16", 2) if precision == "fp16" else ("int8", 1)
+        least = width * n + 4 * (params - n)
+        low = (kind, width * n)
+    problems = []
+    if total < 0.9 * least:
+        problems.append(f"the file holds {total} weight bytes, expected about {least} (weights missing)")
+    if low and by_dtype.get(low[0], 0) < 0.9 * low[1]:
+        problems.append(f"{by_dtype.get(low[0], 0)} bytes of {low[0]} weights, expected about {low[1]} (the fully-"
+                        f"connected and convolution weights at {precision})")
+    return problems
 
 
 # =========================================================================== exporter
@@ -193,11 +306,39 @@ class TFLiteExporter(Exporter):
     packages = ("litert-torch", "ai-edge-litert", "torch")
     entry_kind = "signature"
     tolerance = 1e-4
-    precision = "fp32"
     per_k_signature = "serving_default"
+    #: fp16 / int8 / int8-static as per-k files (see the module docstring); the single file is fp32
+    precisions = {"fp32": MODES, "fp16": ("per-k",), "int8": ("per-k",), "int8-static": ("per-k",)}
+    precision_notes = {"fp16": SINGLE_QUANT_NOTE, "int8": SINGLE_QUANT_NOTE, "int8-static": SINGLE_QUANT_NOTE}
 
     def entry_name(self, k: int) -> Optional[str]:
         return f"k{k}"
+
+    def unsupported(self, precision: str, mode: str) -> Optional[str]:
+        why = super().unsupported(precision, mode)
+        if why and precision in self.precisions and precision in self.precision_notes:
+            why += self.precision_notes[precision]  # offered, but not in this mode: say why
+        return why
+
+    def quantization_info(self, quant: QuantSpec) -> Optional[dict[str, Any]]:
+        if quant.precision == "fp16":
+            return {"tool": "litert_torch.convert(quant_config=quant_recipes.full_fp16_recipe())",
+                    "scheme": "float16 weights of every fully-connected / convolution (FLOAT_CAST, weight only); "
+                              "the interpreter dequantizes them and computes in float32; float32 image and logits",
+                    "activations": "float32 (XNNPACK dequantizes the float16 weights when it loads them)"}
+        if quant.precision == "int8":
+            return {"tool": "litert_torch.convert(quant_config=quant_recipes.full_dynamic_recipe())",
+                    "scheme": "int8 weights per output channel (symmetric) of every fully-connected / convolution, "
+                              "activations quantized per call (dynamic range); each k from its own weights"}
+        if quant.precision == "int8-static":
+            return {"tool": "ai_edge_quantizer.Quantizer (add_static_config / calibrate / quantize) on the "
+                            "litert-torch fp32 file",
+                    "scheme": "static int8 (8-bit activations with calibrated ranges, int8 weights per output "
+                              f"channel) for every op of the transformer blocks ({_STATIC_SCOPE}); dynamic int8 for "
+                              "the patch embedding and classifier; float32 image and logits",
+                    "activations": "int8, ranges fixed by calibration images (static), in the transformer blocks; "
+                                   "float32 around the patch embedding and classifier (dynamic int8 weights)"}
+        return None
 
     def _convert(self, build, path: Path, heads, **kwargs) -> None:
         """``build()`` -> litert_torch Converter; convert and write ``path``."""
@@ -206,18 +347,29 @@ class TFLiteExporter(Exporter):
             edge = build().convert(**kwargs)
             edge.export(str(path))
 
-    def export_k(self, model, k, out_dir) -> ArtifactRecord:
+    def export_k(self, model, k, out_dir, quant: QuantSpec = FP32) -> ArtifactRecord:
         litert_torch = _import("litert_torch", "export")
         cfg = model.config
         example = {IMAGE: IOSpec.example(cfg)}
         vit = model.subnet(k).eval()
         Program = _modules()
+        path = Path(out_dir) / self.per_k_filename(k)
+        qc = quant_config(quant)
         self._convert(lambda: litert_torch.signature(self.per_k_signature, Program(vit).eval(), sample_kwargs=example),
-                      Path(out_dir) / self.per_k_filename(k), k)
-        return self.record(cfg, k, "per-k", extra={"signature": self.per_k_signature,
-                                                   "weight_params": sum(p.numel() for p in vit.parameters())})
+                      path, k, **({"quant_config": qc} if qc is not None else {}))
+        if quant.precision == "int8-static":
+            with converting(self.name, "ai-edge-quantizer static int8", k), _quiet():
+                quantize_static(path, quant, self.per_k_signature, IMAGE)
+        extra: dict[str, Any] = {"signature": self.per_k_signature,
+                                 "weight_params": sum(p.numel() for p in vit.parameters())}
+        if quant.quantized:
+            extra.update(precision=quant.precision, quantized_params=quantized_params(vit))
+        return self.record(cfg, k, "per-k", extra=extra)
 
-    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool) -> list[ArtifactRecord]:
+    def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool,
+                      quant: QuantSpec = FP32) -> list[ArtifactRecord]:
+        if quant.quantized:  # export() refuses it first; never write an fp32 file under another precision
+            raise UsageError(self.unsupported(quant.precision, "single") or f"no single {quant.precision} file")
         litert_torch = _import("litert_torch", "export")
         cfg = model.config
         Program = _modules()
@@ -285,27 +437,31 @@ class TFLiteExporter(Exporter):
         if params:
             need = 4 * params
             details["expected_weight_bytes"] = need
+            details["weight_bytes_by_dtype"] = info["weight_bytes_by_dtype"]
             if info["weight_bytes_total"] > SINGLE_WEIGHT_FACTOR * need + 65536:
                 problems.append(f"weights take {info['weight_bytes_total']} bytes, more than {SINGLE_WEIGHT_FACTOR}x "
                                 f"the {need} bytes of the parameters (not stored once)")
-            if info["weight_bytes_total"] < 0.9 * need:
-                problems.append(f"the file holds {info['weight_bytes_total']} weight bytes, expected about {need} "
-                                "(weights missing)")
+            problems += _precision_problems(record.extra, info["weight_bytes_by_dtype"], info["weight_bytes_total"])
         return ValidationResult.structural(self.name, record.k, not problems, details, "; ".join(problems) or None)
 
-    def validate(self, out_dir, records, reference: Reference, progress: Optional[ProgressFn] = None):
-        """Structure (signatures, names, shapes, weight bytes) per k, then the runtime check
-        (ai-edge-litert in its own process, max abs error and top-1 vs PyTorch)."""
+    def validate(self, out_dir, records, reference: Reference, progress: Optional[ProgressFn] = None,
+                 quant: QuantSpec = FP32, heldout: Optional[HeldOutRef] = None):
+        """Structure (signatures, names, shapes, weight bytes and their data types) per k, then the runtime
+        check (ai-edge-litert in its own process, vs PyTorch: max abs error, or the precision's rule)."""
         cache: dict[str, Any] = {}
         if self.missing("runtime"):
             structure = [ValidationResult.skipped(self.name, r.k, self.missing("runtime"), check="structure")
                          for r in records]
         else:
             structure = [self._structure(Path(out_dir) / r.file, r, cache) for r in records]
-        return structure + super().validate(out_dir, records, reference, progress)
+        return structure + super().validate(out_dir, records, reference, progress, quant, heldout)
 
     def describe(self, out_dir, records) -> dict[str, Any]:
         details: dict[str, Any] = {"delegate": "XNNPACK (ai-edge-litert default CPU delegate)", "files": {}}
+        precision = next((r.extra.get("precision") for r in records if r.extra.get("precision")), None)
+        if precision:
+            details["precision"] = precision
+            details["single_mode"] = SINGLE_QUANT_NOTE[2:]
         for f in sorted({r.file for r in records}):
             try:
                 info = inspect_tflite(Path(out_dir) / f)
@@ -313,6 +469,7 @@ class TFLiteExporter(Exporter):
                 details["files"][f] = {"error": str(exc)}
                 continue
             entry = {"signatures": sorted(info["signatures"]), "weight_bytes": info["weight_bytes_total"],
+                     "weight_bytes_by_dtype": info["weight_bytes_by_dtype"],
                      "weight_bytes_per_signature": {n: s["weight_bytes"] for n, s in info["signatures"].items()}}
             if len(info["signatures"]) > 1:
                 entry["weight_bytes_without_sharing"] = sum(entry["weight_bytes_per_signature"].values())
