@@ -42,7 +42,7 @@ def rows_table(rows, title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    cols = ("runtime", "k", "median ms", "p90 ms", "min ms", "img/s @B", "load ms", "switch ms", "cold switch ms",
+    cols = ("runtime", "precision", "k", "median ms", "p90 ms", "min ms", "img/s @B", "load ms", "switch ms", "cold switch ms",
             "anon MB", "file-backed MB", "peak RSS MB", "switch peak MB", "file MB", "GMACs", "params M",
             "paper RAM MB", "top-1 %")
     for c in cols:
@@ -50,7 +50,8 @@ def rows_table(rows, title: str):
     for r in rows:
         acc = (r.get("accuracy") or {}).get("top1")
         table.add_row(
-            " ".join(x for x in (r["backend"], r.get("mode"), r.get("materialize")) if x), str(r["k"]),
+            " ".join(x for x in (r["backend"], r.get("mode"), r.get("materialize")) if x), r.get("precision") or "fp32",
+            str(r["k"]),
             _fmt(r.get("latency_median_ms"), ".3f"),
             _fmt(r.get("latency_p90_ms"), ".3f"), _fmt(r.get("latency_min_ms"), ".3f"),
             (f"{r['throughput_per_s']:.1f} @{r.get('throughput_batch')}" if r.get("throughput_per_s") else "-"),

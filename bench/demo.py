@@ -13,6 +13,7 @@ the battery traces are :mod:`.trace`.
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from dataclasses import dataclass
@@ -178,7 +179,7 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
     device_name = device_name or socket.gethostname()
     table = _resolve_lut(lut, manifest, backend, device_name, Path(out), log, reports_dir)
     rt = Runtime(export_dir, lut=table, device=device_name, backend=backend, budget_ms=budget_ms)
-    log(f"runtime: {rt.backend_name} on {rt.file} (k in {rt.heads}, materialize {rt.materialize}, memory budget "
+    log(f"runtime: {rt.backend_name} on {rt.file} (k in {rt.heads} at {'/'.join(rt.precisions)}, materialize {rt.materialize}, memory budget "
         f"{rt.memory_budget_mb:.0f} MB), first k ready in {rt.load_ms:.1f} ms; policy: {rt.policy_source}")
 
     images, labels = _digits_images(manifest.img_size)
@@ -198,7 +199,8 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
         pred = rt.predict(images[j], power=power)
         switches += int(pred.switched)
         rows.append({**st, "image": int(j), "label": int(labels[j]), "pred": int(pred.indices[0]),
-                     "correct": bool(pred.indices[0] == labels[j]), "k": pred.k, "latency_ms": pred.latency_ms,
+                     "correct": bool(pred.indices[0] == labels[j]), "k": pred.k, "precision": pred.precision,
+                     "latency_ms": pred.latency_ms,
                      "limit": pred.decision.limit, "reason": pred.decision.reason, "switched": pred.switched,
                      "wanted_k": pred.wanted, "waited": pred.waited})
     wall = time.perf_counter() - t_wall
@@ -226,10 +228,14 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
         "waited_calls": sum(bool(r["waited"]) for r in rows), "load_ms": rt.load_ms, "wall_s": wall,
         "latency_median_ms": float(np.median([r["latency_ms"] for r in rows])),
         "phases": ph,
+        "precisions": rt.precisions,
+        "served": {f"k={k} {p}": c for (k, p), c in sorted(
+            collections.Counter((r["k"], r["precision"]) for r in rows).items())},
     }
     log(f"adaptive k: top-1 {100 * acc:.1f}% at {100 * summary['macs_fraction_of_kmax']:.0f}% of the MACs of "
         f"always k={kmax} (always k={kmax}: {100 * fixed[kmax]:.1f}%, always k={kmin}: {100 * fixed[kmin]:.1f}%); "
         f"{switches} k switches; "
+        + (f"served {', '.join(f'{o} x{c}' for o, c in summary['served'].items())}; " if len(rt.precisions) > 1 else "")
         + (f"{rt.loads} k built ({rt.materialize}), {summary['waited_calls']} call(s) waited for a build"
            if rt.materialize == "lazy" else "artifact loaded 1x, every k resident (eager)"))
     out = Path(out)
@@ -239,7 +245,7 @@ def run_demo(*, battery_trace: Optional[Path] = None, export_dir: Optional[Path]
                                         f"top-1 {100 * acc:.1f}%")
     log_path = out / "demo_log.csv"
     fields = ["time_s", "percent", "charging", "thermal", "low_power", "image", "label", "pred", "correct", "k",
-              "latency_ms", "limit", "switched", "wanted_k", "waited"]
+              "precision", "latency_ms", "limit", "switched", "wanted_k", "waited"]
     lines = [",".join(fields)] + [",".join(str(r[f]) for f in fields) for r in rows]
     atomic_write_text(log_path, "\n".join(lines) + "\n")
     summary_path = out / "summary.json"

@@ -118,12 +118,16 @@ class Job:
     materialize: Optional[str] = None
     #: lazy: the other k whose graph the worker builds next to k's (cold switch) ({"k", "path", "records"})
     lazy_other: Optional[dict] = None
+    #: the artifact's precision (fp32, fp16, int8, int8-static)
+    precision: str = "fp32"
 
     @property
     def label(self) -> str:
         what = self.mode if self.mode != "per-k" else Path(self.artifact).name
         if self.materialize:
             what += f" {self.materialize}"
+        if self.precision != "fp32":
+            what += f" {self.precision}"
         return f"{self.backend} {what} k={self.k}"
 
 
@@ -148,6 +152,41 @@ def _select_heads(available: Sequence[int], heads: Optional[Sequence[int]]) -> l
     return sorted(set(heads))
 
 
+def _artifact_jobs(manifest: Manifest, b: Engine, key: str, precision: str,
+                   heads: Optional[Sequence[int]]) -> list[Job]:
+    """The jobs of one manifest entry (``key``: a target at ``precision``): per k, its per-k file, or the
+    single artifact eager and (when it has per-k graphs) lazy."""
+    jobs: list[Job] = []
+    details = manifest.details(key)
+    wanted = set(_select_heads([r["k"] for r in manifest.artifacts(key)], heads))
+    lazy = manifest.lazy_graphs(key)
+    for file, records in manifest.files_by_artifact(key).items():
+        single = len(records) > 1
+        for r in records:
+            if r["k"] not in wanted:
+                continue
+            mode = r.get("mode") or manifest.target_mode(key)
+            size = manifest.file_bytes(key, file)
+            if single and lazy:  # the runtime's default: one k's own session over the shared weights
+                k = int(r["k"])
+                others = [h for h in lazy if h != k]
+                other = max(others, key=lambda h: (abs(h - k), h)) if others else None
+                path, rec = lazy[k]
+                jobs.append(Job(b.name, b.target, mode, k, path, manifest.dir / path, [rec], details=details,
+                                file_bytes=size, export_dir=manifest.dir, notes=list(r.get("notes") or []),
+                                materialize="lazy",
+                                lazy_other=None if other is None else {
+                                    "k": other, "path": str(manifest.dir / lazy[other][0]),
+                                    "records": [lazy[other][1]]}))
+            jobs.append(Job(b.name, b.target, mode, r["k"], file, manifest.dir / file, records,
+                            entry=r.get("entry"), details=details,
+                            file_bytes=size, export_dir=manifest.dir,
+                            notes=list(r.get("notes") or []), materialize="eager" if single else None))
+    for j in jobs:
+        j.precision = precision
+    return jobs
+
+
 def plan_jobs(manifest: Optional[Manifest], backend_list: Sequence[Engine], *,
               heads: Optional[Sequence[int]] = None, config: Optional[dict] = None,
               checkpoint: Optional[Path] = None) -> tuple[list[Job], list[str]]:
@@ -166,40 +205,17 @@ def plan_jobs(manifest: Optional[Manifest], backend_list: Sequence[Engine], *,
                 jobs.append(Job(b.name, None, "eager", k, name, checkpoint, [{"k": kk} for kk in avail],
                                 details={"config": cfg}, export_dir=manifest.dir if manifest else None))
             continue
-        if b.target not in targets:
+        if b.target not in {manifest.base_target(t) for t in targets}:
             continue
         missing = b.missing()
         if missing:
             skipped.append(f"{b.target}: {missing}")
             continue
-        details = manifest.details(b.target)
-        wanted = set(_select_heads([r["k"] for r in manifest.artifacts(b.target)], heads))
-        lazy = manifest.lazy_graphs(b.target)
-        for file, records in manifest.files_by_artifact(b.target).items():
-            single = len(records) > 1
-            for r in records:
-                if r["k"] not in wanted:
-                    continue
-                mode = r.get("mode") or manifest.target_mode(b.target)
-                size = manifest.file_bytes(b.target, file)
-                if single and lazy:  # the runtime's default: one k's own session over the shared weights
-                    k = int(r["k"])
-                    others = [h for h in lazy if h != k]
-                    other = max(others, key=lambda h: (abs(h - k), h)) if others else None
-                    path, rec = lazy[k]
-                    jobs.append(Job(b.name, b.target, mode, k, path, manifest.dir / path, [rec], details=details,
-                                    file_bytes=size, export_dir=manifest.dir, notes=list(r.get("notes") or []),
-                                    materialize="lazy",
-                                    lazy_other=None if other is None else {
-                                        "k": other, "path": str(manifest.dir / lazy[other][0]),
-                                        "records": [lazy[other][1]]}))
-                jobs.append(Job(b.name, b.target, mode, r["k"], file, manifest.dir / file, records,
-                                entry=r.get("entry"), details=details,
-                                file_bytes=size, export_dir=manifest.dir,
-                                notes=list(r.get("notes") or []), materialize="eager" if single else None))
+        for precision, key in manifest.variants(b.target).items():
+            jobs.extend(_artifact_jobs(manifest, b, key, precision, heads))
     known = {b.target for b in bench_engines()}
     for t in targets:
-        if t not in known:
+        if manifest.base_target(t) not in known:
             skipped.append(f"{t}: no runtime for these artifacts on this machine"
                            + (" (Core ML runs on Apple devices: use the iOS demo app's benchmark mode)" if t == "coreml" else ""))
     return jobs, skipped
@@ -264,7 +280,7 @@ def job_row(job: Job, result: dict, settings: BenchSettings, backend: Engine, pr
                      f"{tp.get('method')}")
     row = rep.make_row(
         job.k, job.backend, job.artifact, target=job.target, mode=job.mode, entry=job.entry,
-        compute=backend.compute_label(settings.device, job.details), precision=backend.precision,
+        compute=backend.compute_label(settings.device, job.details), precision=job.precision,
         threads=settings.threads, **latency_stats(result["latency_samples_ms"]),
         throughput_batch=int(tp["batch"]), throughput_per_s=round(float(tp["per_s"]), 4),
         load_ms=round(float(result["load_ms"]), 4), switch_ms=(sw["ms"] if sw else None),

@@ -59,13 +59,14 @@ def series(loaded: Sequence[tuple[Any, dict]], metric: str = "median") -> list[d
                     basis = b
             if not pts:
                 continue
-            bits = [backend] + [x for x in (mode, materialize, compute) if x]
+            bits = [backend] + [x for x in (mode, materialize, compute, precision if precision != "fp32" else None) if x]
             name = report["device"]["name"] + (f" {export}" if len(exports) > 1 else "")
             label = f"{name} ({', '.join(bits)})"
             if report["source"] == "published":
                 label += " [published]"
             out.append({"label": label, "device": report["device"]["name"], "source": report["source"],
-                        "export": export, "backend": backend, "mode": mode, "basis": basis, "points": pts})
+                        "export": export, "backend": backend, "mode": mode, "basis": basis, "points": pts,
+                        "precision": precision or "fp32"})
     return out
 
 
@@ -157,8 +158,13 @@ def plot_latency_vs_k(loaded: Sequence[tuple[Any, dict]], path: Path, metric: st
     return path
 
 
+#: accuracy-vs-latency markers per precision
+_PRECISION_MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8-static": "D"}
+
+
 def plot_accuracy_vs_latency(loaded: Sequence[tuple[Any, dict]], path: Path, metric: str = "median") -> Path | None:
-    """One panel per dataset: top-1 against ms per image, one line per device configuration."""
+    """One panel per dataset: top-1 against ms per image, one line per device configuration and
+    precision (marker per precision: o fp32, ^ fp16, s int8, D int8-static)."""
     by_ds: dict[str, list] = {}
     for s in series(loaded, metric):
         pts = [(ms, r["accuracy"]["top1"], k) for k, ms, r in s["points"] if r.get("accuracy")]
@@ -173,7 +179,8 @@ def plot_accuracy_vs_latency(loaded: Sequence[tuple[Any, dict]], path: Path, met
     for ax, (ds, items) in zip(axes[0], sorted(by_ds.items())):
         for s, pts in items:
             style = "--" if s["source"] == "published" else "-"
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, marker="o", label=s["label"])
+            marker = _PRECISION_MARKERS.get(s.get("precision") or "fp32", "o")
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, marker=marker, label=s["label"])
             for ms, acc, k in pts:
                 ax.annotate(str(k), (ms, 100 * acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")

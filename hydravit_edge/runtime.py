@@ -67,6 +67,8 @@ class Prediction:
     building: Optional[int] = None
     #: the k the policy (or the caller) asked for; differs from ``k`` while it is being built
     wanted: Optional[int] = None
+    #: the precision of the artifact that ran (fp32, fp16, int8, int8-static)
+    precision: str = "fp32"
 
     @property
     def reason(self) -> str:
@@ -108,6 +110,8 @@ class Runtime:
         a :class:`hydravit_edge.policy.PolicyInput` or a dict of its fields); default reads
         ``/sys`` (``sys_root``) at most every ``power_interval_s`` seconds.
     budget_ms: latency budget overriding the LUT's policy.
+    precision: the artifacts to run: ``fp32`` (default), ``fp16``, ``int8`` or ``int8-static`` (the
+        export's ``<target>-<precision>`` entry, ``hydravit-edge export --precision``).
     """
 
     def __init__(self, export_dir: str | os.PathLike, *, lut: Any = None, device: Optional[str] = None,
@@ -116,22 +120,40 @@ class Runtime:
                  prefetch: bool = True, threads: Optional[int] = None,
                  power: Optional[PowerSource] = None, sys_root: str | os.PathLike = "/sys",
                  power_interval_s: float = 1.0, budget_ms: Optional[float] = None,
-                 heads: Optional[int] = None):
+                 heads: Optional[int] = None, precision: Optional[str] = None):
+        from .precision import get_precision
+
         self.manifest = Manifest.load(export_dir)
-        self.backend_name, self.target = self._pick_backend(backend)
+        wanted = None if precision in (None, "all") else get_precision(precision).name
+        #: precision -> manifest entry key of the backend's target (fp32 first)
+        self.backend_name, self.keys = self._pick_backend(backend, wanted)
+        self.precisions = list(self.keys)
+        #: the precision of an explicit ``heads=k`` (fp32 where the export has it)
+        self.precision = self.precisions[0]
+        self.target = self.keys[self.precision]
         self.backend = get_engine(self.backend_name)
         if mode not in ("single", "per-k"):
             raise UsageError(f"mode must be 'single' or 'per-k', got {mode!r}")
         if materialize not in ("lazy", "eager"):
             raise UsageError(f"materialize must be 'lazy' or 'eager', got {materialize!r}")
         self.mode = mode
-        #: k -> (unit: the file a session opens, relative to the manifest; its records)
-        self._unit_of_k, self.materialize, self.materialize_note = self._units(mode, materialize)
-        self.heads = sorted(self._unit_of_k)
+        #: (k, precision) -> (unit: the file a session opens, relative to the manifest; its records)
+        self._unit_of: dict[tuple[int, str], tuple[str, list]] = {}
+        modes, notes = set(), []
+        for prec, key in self.keys.items():
+            units, how, note = self._units(mode, materialize, key)
+            self._unit_of.update({(k, prec): u for k, u in units.items()})
+            modes.add(how)
+            notes += [note] if note else []
+        self.materialize = "lazy" if modes == {"lazy"} else "eager"
+        self.materialize_note = "; ".join(notes) or None
+        self.heads = sorted({k for k, _ in self._unit_of})
+        #: unit -> (its records, its precision)
+        self._unit_info = {u: (recs, p) for (k, p), (u, recs) in self._unit_of.items()}
         self.threads = threads
         self.background = bool(background)
         self.prefetch = bool(prefetch)
-        self._details = self.manifest.details(self.target)
+        self._details = {p: self.manifest.details(key) for p, key in self.keys.items()}
         self._setup_policy(lut, device, budget_ms)
         budget = memory_budget_mb
         if budget is None and self.lut_device is not None:
@@ -142,11 +164,8 @@ class Runtime:
         self.cache = SessionCache(self._open_unit, self._estimate, budget_bytes=int(self.memory_budget_mb * 2**20),
                                   keep=keep)
         self.backend.preload()  # load_ms below is the artifact's, not the runtime module's import
-        first = heads if heads is not None else self.heads[-1]
-        if first not in self._unit_of_k:
-            raise UsageError(f"heads={first} is not in this export's {self.target} artifacts; they hold k in "
-                             f"{self.heads}")
-        built = self.cache.build(self._unit_of_k[first][0])
+        first = self._first_option(heads)
+        built = self.cache.build(self._unit_of[first][0])
         self.load_ms = built.build_ms
         self.labels = self.manifest.labels
         self.mean = np.asarray(self.manifest.mean, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -155,7 +174,8 @@ class Runtime:
         self.in_chans = self.manifest.in_chans
         #: the model's evaluation transform, as the manifest states it
         self.transform = EvalTransform.from_spec(self.manifest.input, self.manifest.config)
-        self.current_k: Optional[int] = first
+        #: the (k, precision) that ran last, or was materialised first
+        self.current: tuple[int, str] = first
         self._served_first = False
         self._cold_switch_at: Optional[float] = None  # when the policy last had a k built (rule 4)
         self._power = power
@@ -164,8 +184,26 @@ class Runtime:
         self._power_cache: tuple[float, Any] | None = None
 
     # ---- units ------------------------------------------------------------------------
-    def _units(self, mode: str, materialize: str) -> tuple[dict[int, tuple[str, list]], str, Optional[str]]:
-        files = self.manifest.files_by_artifact(self.target)
+    def _first_option(self, heads: Optional[int]) -> tuple[int, str]:
+        """The option to materialise first: ``heads`` (default: the largest k) at the policy's choice of
+        precision for it without a budget (fp32 where the export has it)."""
+        k = heads if heads is not None else self.heads[-1]
+        if k not in self.heads:
+            raise UsageError(f"heads={k} is not in this export's {self.target} artifacts; they hold k in "
+                             f"{self.heads}")
+        return (k, self.precision) if (k, self.precision) in self._unit_of else next(
+            o for o in self._unit_of if o[0] == k)
+
+    @property
+    def current_k(self) -> int:
+        return self.current[0]
+
+    @property
+    def current_precision(self) -> str:
+        return self.current[1]
+
+    def _units(self, mode: str, materialize: str, key: str) -> tuple[dict[int, tuple[str, list]], str, Optional[str]]:
+        files = self.manifest.files_by_artifact(key)
         multi = {f: recs for f, recs in files.items() if len(recs) > 1}
         if mode == "per-k":
             return {int(r["k"]): (f, [r]) for f, recs in files.items() for r in recs}, "lazy", None
@@ -175,31 +213,33 @@ class Runtime:
             file, recs = next(iter(files.items()))
         else:
             raise ManifestError(
-                f"{self.manifest.dir}: the {self.target} artifacts are one file per k; the runtime loads one "
+                f"{self.manifest.dir}: the {key} artifacts are one file per k; the runtime loads one "
                 "artifact that holds every k (export with --mode single), or pass mode='per-k' to open the "
                 "file of each k as it is needed")
-        lazy = self.manifest.lazy_graphs(self.target) if multi else None
+        lazy = self.manifest.lazy_graphs(key) if multi else None
         if materialize == "lazy" and lazy:
             return {k: (f, [rec]) for k, (f, rec) in lazy.items()}, "lazy", None
         note = None
         if materialize == "lazy":
-            note = (f"the {self.target} single artifact has no graph per k: every k lives in one session "
+            note = (f"the {key} single artifact has no graph per k: every k lives in one session "
                     "(eager); its per-k files are the way to hold one k in memory")
         return {int(r["k"]): (file, recs) for r in recs}, "eager", note
 
     def _open_unit(self, unit: str):
-        records = next(recs for f, recs in self._unit_of_k.values() if f == unit)
-        return self.backend.open(self.manifest.dir / unit, records, threads=self.threads, details=self._details)
+        records, prec = self._unit_info[unit]
+        return self.backend.open(self.manifest.dir / unit, records, threads=self.threads, details=self._details[prec])
 
     def _estimate(self, unit: str) -> int:
         """Resident bytes of a unit before it was built: its ks' weight bytes (the slicing table's
         cut of each k, else the file), plus a quarter for activations and the runtime's own tables."""
-        ks = [k for k, (f, _) in self._unit_of_k.items() if f == unit]
+        prec = self._unit_info[unit][1]
+        ks = [k for (k, _), (f, _) in self._unit_of.items() if f == unit]
         table = self.manifest.slicing
         if table is not None and all(k in table.heads for k in ks):
-            weights = sum(_weight_bytes(table, k) for k in ks)
+            # float32 bytes of k's parameters, scaled to the precision's (int8 matrices, fp16 everything)
+            weights = sum(_weight_bytes(table, k) for k in ks) * _BYTES_PER_FP32.get(prec, 1.0)
         else:
-            weights = self.manifest.file_bytes(self.target, unit) or 0
+            weights = self.manifest.file_bytes(self.keys[prec], unit) or 0
         return int(weights * 1.25)
 
     @property
@@ -210,7 +250,7 @@ class Runtime:
     @property
     def file(self) -> str:
         """The unit (file) that ran last, or that the first k was materialised from."""
-        return self._unit_of_k[self.current_k][0]
+        return self._unit_of[self.current][0]
 
     @property
     def session(self):
@@ -219,9 +259,14 @@ class Runtime:
 
     @property
     def materialized(self) -> list[int]:
-        """The k whose session is built now."""
+        """The k whose session is built now (at any precision)."""
+        return sorted({k for k, _ in self.materialized_options})
+
+    @property
+    def materialized_options(self) -> list[tuple[int, str]]:
+        """The (k, precision) whose session is built now."""
         units = set(self.cache.units)
-        return [k for k in self.heads if self._unit_of_k[k][0] in units]
+        return sorted(o for o, (u, _) in self._unit_of.items() if u in units)
 
     def memory(self) -> dict:
         """The cache's view: budget, bytes attributed to materialised units, and this process's RSS."""
@@ -233,28 +278,39 @@ class Runtime:
 
     def _pending_ks(self) -> list[int]:
         pending = set(self.cache.pending())
-        return [k for k in self.heads if self._unit_of_k[k][0] in pending]
+        return sorted({k for (k, _), (u, _) in self._unit_of.items() if u in pending})
 
     # ---- setup ------------------------------------------------------------------------
-    def _pick_backend(self, backend: Optional[str]) -> tuple[str, str]:
+    def _pick_backend(self, backend: Optional[str], precision: Optional[str]) -> tuple[str, dict[str, str]]:
+        """(engine name, {precision: entry key}): the precisions of the backend's target in the export
+        (``precision`` alone when given)."""
+        def keys(target: str) -> dict[str, str]:
+            if precision is None:
+                return self.manifest.variants(target)
+            return {precision: self.manifest.key_for(target, precision)}  # raises when the export lacks it
+
         if backend is not None:
             if backend not in RUNTIME_BACKENDS:
                 raise UsageError(f"the runtime supports backends {', '.join(RUNTIME_BACKENDS)}, not '{backend}'")
             b = get_engine(backend)
-            self.manifest.target(b.target)  # raises when the export lacks it
+            found = keys(b.target)
+            if not found:
+                self.manifest.target(b.target)  # raises naming what the export has
             b.require()
-            return backend, b.target
+            return backend, found
         reasons = []
         for name in RUNTIME_BACKENDS:
             b = get_engine(name)
-            if b.target not in self.manifest.target_names():
+            variants = self.manifest.variants(b.target)
+            if not variants or (precision is not None and precision not in variants):
                 continue
             missing = b.missing()
             if missing:
                 reasons.append(missing)
                 continue
-            return name, b.target
-        raise ManifestError(f"{self.manifest.dir}: no artifact the runtime can run here "
+            return name, keys(b.target)
+        what = f"{precision} " if precision else ""
+        raise ManifestError(f"{self.manifest.dir}: no {what}artifact the runtime can run here "
                             f"(it has {', '.join(self.manifest.target_names()) or 'none'}; runtime needs "
                             f"{'/'.join(RUNTIME_BACKENDS)} artifacts){'; ' + '; '.join(reasons) if reasons else ''}")
 
@@ -265,7 +321,7 @@ class Runtime:
         self.lut_device = None
         if lut is None:
             config = PolicyConfig.from_dict({"budget_ms": None})
-            self.policy_state = PolicyState({k: 0.0 for k in self.heads}, config)
+            self.policy_state = PolicyState({o: 0.0 for o in self._unit_of}, config)
             self.policy_source = "no LUT: battery/thermal caps only, no latency budget"
             self.budget_ms = budget_ms
             return
@@ -276,12 +332,20 @@ class Runtime:
         except UsageError:
             entry = table.device(name)  # another runtime's rows of this device: better than none
         self.lut_device = entry
-        latency = {k: v for k, v in entry.latency.items() if k in self.heads}
-        if not latency:
+        # the LUT's (k, precision) rows this runtime can run; with no row of its precisions, the k of
+        # the LUT's own precision stand in for each of its k (said below)
+        options = [o for o in entry.options if (o.k, o.precision) in self._unit_of]
+        stand_in = not options
+        if stand_in:
+            options = {o: entry.latency[o[0]] for o in self._unit_of if o[0] in entry.latency}
+        if not options:
             raise UsageError(f"the LUT rows of device '{entry.name}' cover k {entry.ks}, the artifact holds "
                              f"{self.heads}: none in common")
-        self.policy_state = PolicyState(latency, entry.policy)
+        self.policy_state = PolicyState(options, entry.policy)
         self.policy_source = f"LUT {table.path or ''} device {entry.label()}".replace("  ", " ")
+        if stand_in:
+            self.policy_source += (f" (no rows of its {'/'.join(self.precisions)} artifacts: the LUT's latencies "
+                                   "per k stand in)")
         self.budget_ms = budget_ms
 
     # ---- power ------------------------------------------------------------------------
@@ -325,13 +389,13 @@ class Runtime:
         return to_batch(images, self.transform, self.in_chans, self.img_size, self.mean, self.std, normalized)
 
     def predict(self, images: Any, heads: Optional[int] = None, *, power: Any = None,
-                normalized: bool = False) -> Prediction:
-        """Classify ``images`` with subnetwork ``heads`` (None: the policy picks k now).
+                normalized: bool = False, precision: Optional[str] = None) -> Prediction:
+        """Classify ``images`` with subnetwork ``heads`` (None: the policy picks k and its precision now).
 
-        A materialised k runs at once.  ``heads=k`` not materialised: built now (the call waits,
-        ``Prediction.waited``).  The policy's k not materialised: built in the background while
-        this call (and the next ones) run the current k (``Prediction.building``); the first call
-        after the build finished switches.
+        A materialised (k, precision) runs at once.  ``heads=k`` (at ``precision``, default fp32 where
+        the export has it) not materialised: built now (the call waits, ``Prediction.waited``).  The
+        policy's choice not materialised: built in the background while this call (and the next ones)
+        run the current one (``Prediction.building``); the first call after the build finished switches.
         """
         decision = state = None
         x = self.preprocess(images, normalized)
@@ -341,36 +405,43 @@ class Runtime:
             inp = self.power_input(power)
             if self.materialize == "lazy":  # rule 4: no rising onto an unbuilt k right after a cold switch
                 age = None if self._cold_switch_at is None else time.monotonic() - self._cold_switch_at
-                inp = dataclasses.replace(inp, materialized=tuple(self.materialized), cold_switch_age_s=age)
+                built = tuple(f"{k}@{p}" for k, p in self.materialized_options)
+                inp = dataclasses.replace(inp, materialized=built, cold_switch_age_s=age)
             decision = self.policy_state.update(inp)
             state = {"battery": inp.battery, "charging": inp.charging, "low_power": inp.low_power,
                      "thermal": inp.thermal, "budget_ms": inp.budget_ms}
-            k, building, waited_ms = self._policy_k(decision.k, inp)
+            option, pending, waited_ms = self._policy_option((decision.k, decision.precision), inp)
+            building = pending[0] if pending else None
         else:
             if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)):
                 raise UsageError(f"heads must be an integer, got {heads!r}")
             k = int(heads)
             if k not in self.heads:
                 raise UsageError(f"heads={k} is not in this artifact; it holds k in {self.heads}")
-            waited_ms = self._materialize(k)
-        unit = self._unit_of_k[k][0]
-        switched = self._served_first and k != self.current_k
+            prec = precision or self.precision
+            if (k, prec) not in self._unit_of:
+                raise UsageError(f"precision {prec} is not in this runtime's artifacts ({', '.join(self.precisions)})")
+            option = (k, prec)
+            waited_ms = self._materialize(option)
+        k = option[0]
+        unit = self._unit_of[option][0]
+        switched = self._served_first and option != self.current
         self.cache.pinned = {unit}
         session = self.cache.get(unit)
         t1 = time.perf_counter()
         logits = session.run(k, x)
         latency = (time.perf_counter() - t1) * 1e3
-        self.current_k = k
+        self.current = option
         self._served_first = True
         idx = logits.argmax(-1)
         names = [self.labels[i] for i in idx] if self.labels else None
         return Prediction(k=k, logits=logits, indices=idx, labels=names, latency_ms=latency, switched=switched,
                           decision=decision, power=state, load_ms=waited_ms, waited=waited_ms > 0,
-                          building=building, wanted=decision.k if decision is not None else k)
+                          building=building, wanted=decision.k if decision is not None else k, precision=option[1])
 
-    def _materialize(self, k: int) -> float:
-        """Build k now unless materialised; returns the ms waited (0 when it was)."""
-        unit = self._unit_of_k[k][0]
+    def _materialize(self, option: tuple[int, str]) -> float:
+        """Build ``option`` now unless materialised; returns the ms waited (0 when it was)."""
+        unit = self._unit_of[option][0]
         if self.cache.ready(unit):
             return 0.0
         t0 = time.perf_counter()
@@ -378,15 +449,15 @@ class Runtime:
         self.cache.build(unit, keep=())  # pending background build of it: waits for that one
         return (time.perf_counter() - t0) * 1e3
 
-    def _policy_k(self, wanted: int, inp) -> tuple[int, Optional[int], float]:
-        """(k to run now, k being built in the background or None, ms waited) for the policy's ``wanted``."""
-        unit = self._unit_of_k[wanted][0]
-        current = self.current_k
+    def _policy_option(self, wanted: tuple[int, str], inp) -> tuple[tuple[int, str], Optional[tuple[int, str]], float]:
+        """(option to run now, option being built in the background or None, ms waited) for the policy's ``wanted``."""
+        unit = self._unit_of[wanted][0]
+        current = self.current
         if self.cache.ready(unit):
             if self.prefetch:
                 self._prefetch(wanted, inp)
             return wanted, None, 0.0
-        cur_unit = self._unit_of_k[current][0] if current is not None else None
+        cur_unit = self._unit_of[current][0] if current is not None else None
         self._cold_switch_at = time.monotonic()
         if (not self.background or cur_unit is None or not self.cache.ready(cur_unit)
                 or not self.cache.fits(unit, keep={cur_unit})):
@@ -395,8 +466,8 @@ class Runtime:
         self.cache.build_async(unit, keep={cur_unit})
         return current, wanted, 0.0
 
-    def _prefetch(self, k: int, inp) -> None:
-        """Build (in the background) the k the policy picks one battery band below the current one."""
+    def _prefetch(self, option: tuple[int, str], inp) -> None:
+        """Build (in the background) the option the policy picks one battery band below the current one."""
         from .policy import PolicyInput, decide
 
         if inp.battery is None or inp.charging:
@@ -405,9 +476,10 @@ class Runtime:
         if band.min_percent <= 0:
             return
         lower = PolicyInput(max(0.0, band.min_percent - 1.0), False, inp.low_power, inp.thermal, inp.budget_ms)
-        nxt = decide(self.policy_state.latency, self.policy_state.policy, lower).k
-        unit, cur_unit = self._unit_of_k[nxt][0], self._unit_of_k[k][0]
-        if nxt != k and not self.cache.ready(unit) and not self.cache.pending() and self.cache.fits(unit, keep={cur_unit}):
+        d = decide(self.policy_state.options, self.policy_state.policy, lower)
+        nxt = (d.k, d.precision)
+        unit, cur_unit = self._unit_of[nxt][0], self._unit_of[option][0]
+        if nxt != option and not self.cache.ready(unit) and not self.cache.pending() and self.cache.fits(unit, keep={cur_unit}):
             self.cache.build_async(unit, keep={cur_unit})
 
     def wait(self) -> None:
@@ -416,11 +488,15 @@ class Runtime:
 
     def describe(self) -> dict:
         return {"export": str(self.manifest.dir), "file": self.file, "backend": self.backend_name,
-                "heads": self.heads, "materialize": self.materialize, "memory_budget_mb": round(self.memory_budget_mb),
+                "heads": self.heads, "precisions": self.precisions, "materialize": self.materialize, "memory_budget_mb": round(self.memory_budget_mb),
                 "load_ms": round(self.load_ms, 3), "policy": self.policy_source, "note": self.materialize_note}
 
     def close(self) -> None:
         self.cache.close()
+
+
+#: bytes of a precision's weights per float32 byte (int8: the matrices; biases and norms stay float32)
+_BYTES_PER_FP32 = {"fp32": 1.0, "fp16": 0.5, "int8": 0.27, "int8-static": 0.27}
 
 
 def _weight_bytes(table, k: int) -> int:

@@ -109,15 +109,17 @@ def test_make_demo_runs_every_step_in_order(tmp_path, monkeypatch):
     outputs = demo.run_all(workdir=tmp_path, log=lambda *a: None)
     steps = [c[0] if c[0] != "bench" else f"bench {c[1]}" for c in calls]
     assert steps == ["train", "eval", "export", "export", "bench exports/digits-single", "bench exports/digits-per-k",
-                     "lut", "bench report", "demo"]
+                     "lut", "lut", "bench report", "demo"]
     assert calls[0] == ["train", "--data", "digits", "--out", "runs/digits"]
     assert calls[1] == ["eval", "runs/digits", "--data", "digits", "--profile"]
     single, per_k = calls[2], calls[3]
     assert single[single.index("--target") + 1] == "onnx,executorch,tflite" and "single" in single
     assert per_k[per_k.index("--target") + 1] == "onnx,executorch,tflite" and "per-k" in per_k
     assert single[single.index("--heads") + 1] == demo.DEMO_HEADS
+    assert single[single.index("--precision") + 1] == per_k[per_k.index("--precision") + 1] == "fp32,int8"
     assert calls[6][:2] == ["lut", "build"] and "reports/local-demo/lut.json" in calls[6]
-    assert calls[8][calls[8].index("--lut") + 1] == "reports/local-demo/lut.json"
+    assert calls[7] == ["lut", "show", "reports/local-demo/lut.json"]  # the (k, precision) frontier
+    assert calls[9][calls[9].index("--lut") + 1] == "reports/local-demo/lut.json"
     assert outputs["battery demo timeline"] == tmp_path.resolve() / "reports/local-demo/timeline.png"
     # a second run reuses the trained model and the exports (validating them) instead of redoing them
     (tmp_path / "runs/digits").mkdir(parents=True)
