@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP) kotlin-deps
-	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # Full-size checks (DeiT-B scale); minutes on 2 cores.
 test-slow: $(STAMP)

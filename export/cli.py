@@ -52,7 +52,7 @@ def precision_table(report, title: str) -> Optional[Table]:
         elif prec == "fp32":
             text = "" if r.max_abs_err is None else f"err {r.max_abs_err:.1e}"
         elif "top1" in d:
-            text = f"{100 * d['top1']:.1f}% ({-d['top1_drop_points']:+.1f})"
+            text = f"{100 * d['top1']:.1f}% ({round(-d['top1_drop_points'], 1) + 0.0:+.1f})"
         elif r.top1_agreement is not None:
             text = f"agree {100 * r.top1_agreement:.0f}%, err {r.max_abs_err:.2g}"
         else:

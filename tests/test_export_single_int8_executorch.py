@@ -16,7 +16,7 @@ from hydravit_edge.precision import quantize_rows
 
 pytest.importorskip("executorch")
 
-pytestmark = pytest.mark.xdist_group("export-executorch")
+pytestmark = pytest.mark.xdist_group("export-executorch-int8")
 
 #: as tests/test_export_precision_executorch.py: 4 heads of 32 dims, depth 1
 CFG = HydraConfig(img_size=16, patch_size=8, depth=1, num_heads=4, head_dim=32, num_classes=5)
