@@ -16,6 +16,9 @@ from hydravit_edge.precision import (cut_rows, dequantize_rows, parse_precisions
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+#: the module's exports are a shared fixture: keep its tests on one xdist worker (``--dist loadgroup``)
+pytestmark = pytest.mark.xdist_group("export-precision-onnx")
+
 
 # ---------------------------------------------------------------- the per-channel cut
 
