@@ -27,10 +27,11 @@ Single (``executorch/hydravit.pte``, methods ``forward_k3``, ``forward_k4``, ...
     method of the loaded program.
 
 Precisions (:mod:`.executorch_quant`): ``fp16``, ``int8`` (XNNPACK quantizer, dynamic activations)
-and ``int8-static`` (calibrated) as per-k files.  Single: fp32 (above), and int8 as one set of int8
-weights for every k (``hydravit.weights``: the full weights quantized once per output channel, plus
-k's int8 program ``hydravit.k<k>.pte`` whose named data the runtime cuts from it; no program runs
-every k: :mod:`.executorch_lazy`).  fp16 and int8-static are not offered as single artifacts (see
+and ``int8-static`` (calibrated) as per-k files.  Single: fp32 (above), and int8 / int8-static as one
+set of int8 weights for every k (``hydravit.weights``: the full weights quantized once per output
+channel, plus k's int8 program ``hydravit.k<k>.pte`` whose named data the runtime cuts from it; an
+int8-static program also holds the activation ranges calibrated for k; no program runs every k:
+:mod:`.executorch_lazy`).  fp16 is not offered as a single artifact (see
 :data:`ExecuTorchExporter.precision_notes` for why).
 """
 
@@ -63,17 +64,9 @@ SINGLE_LAZY_NOTE = ("weights stored once; the methods of hydravit.pte slice them
 SINGLE_INT8_LAZY_NOTE = (
     "one set of int8 weights for every k: hydravit.weights holds every weight matrix of the full model quantized "
     "once per output channel (int8 values + float32 scales) and the float32 biases; hydravit.k<k>.pte is k's int8 "
-    "program (XNNPACK, per-k speed) whose named data the runtime cuts from it (the leading block of each int8 "
+    "program (XNNPACK, per-k speed; int8-static: with the activation ranges calibrated for k) whose named data the runtime cuts from it (the leading block of each int8 "
     "matrix, the scales of k's rows); there is no program that runs every k (XNNPACK lowers int8 linear layers "
     "with static weights only), so the runtime loads k's program whether it materialises lazily or eagerly")
-#: why the single int8-static program is not offered (the error of --mode single --precision int8-static)
-SINGLE_INT8_NOTE = (
-    "the single int8-static artifact is not offered yet: its activation ranges are calibrated per k and would "
-    "have to be stored per k next to the shared int8 weights; --precision int8 (dynamic activations) has a "
-    "single artifact: the full weights quantized per output channel once "
-    "(hydravit_edge.precision.quantize_rows), stored raw (XNNPACK's named data of an int8 linear weight is its "
-    "int8 [out, in] values plus 'scale_<sha256>', float32 [out]) and each k's program built with their cut, which "
-    "the runtime's named-data synthesis (hydravit_edge.engines.ptd) cuts; use --mode per-k or --precision int8")
 SINGLE_FP16_NOTE = (
     "the single fp16 program is not offered yet: its methods would run XNNPACK linear layers with non-static fp16 "
     "weights (the partitioner's force_non_static_weights_for_f32_linear covers float32 only) and the runtime's "
@@ -211,9 +204,9 @@ class ExecuTorchExporter(Exporter):
     #: lowering costs ~20 s per k even for the small digits model (ExecuTorch's passes scale with
     #: the number of graph nodes, not with the weights), so two or more k always go to workers
     parallel_min_params = 0
-    #: fp16, int8 and int8-static (:mod:`.executorch_quant`) as per-k files; single: fp32 and int8
-    precisions = {"fp32": MODES, "fp16": ("per-k",), "int8": MODES, "int8-static": ("per-k",)}
-    precision_notes = {"fp16": f": {SINGLE_FP16_NOTE}", "int8-static": f": {SINGLE_INT8_NOTE}"}
+    #: fp16, int8 and int8-static (:mod:`.executorch_quant`) as per-k files; single: fp32, int8 and int8-static
+    precisions = {"fp32": MODES, "fp16": ("per-k",), "int8": MODES, "int8-static": MODES}
+    precision_notes = {"fp16": f": {SINGLE_FP16_NOTE}"}
 
     def entry_name(self, k: int) -> str:
         return f"forward_k{k}"
@@ -243,7 +236,7 @@ class ExecuTorchExporter(Exporter):
 
     def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool,
                       quant: QuantSpec = FP32) -> list[ArtifactRecord]:
-        if quant.precision == "int8":
+        if quant.precision in ("int8", "int8-static"):
             return self.export_single_int8(model, heads, out_dir, pool, quant)
         if quant.quantized:  # export() refuses it first; never write an fp32 program under another precision
             raise UsageError(self.unsupported(quant.precision, "single") or f"no single {quant.precision} program")
@@ -277,7 +270,7 @@ class ExecuTorchExporter(Exporter):
         parts = pool.map(functools.partial(lazy_program, quant=quant), heads, None,
                          label="executorch int8 k={k} (named data)")
         with converting(self.name, "int8 named-data layout", heads):
-            layouts, _ = write_lazy_quantized(model, heads, out_dir, parts)
+            layouts, _ = write_lazy_quantized(model, heads, out_dir, parts, own_ok=quant.precision == "int8-static")
         out = []
         for k in heads:
             rec = self.record(model.config, k, "single", entry=METHOD,
@@ -311,7 +304,7 @@ class ExecuTorchExporter(Exporter):
                            "the float32 biases; each k's program uses their cut (extra.lazy_data)",
                 "tensors": dict(sorted(tensors.items(), key=lambda kv: kv[1]["offset"])),
             }
-            details["precision"] = "int8"
+            details["precision"] = records[0].extra.get("precision", "int8")
             return details
         if any(r.mode == "single" for r in records):
             details["single"] = {
@@ -324,6 +317,5 @@ class ExecuTorchExporter(Exporter):
         precision = next((r.extra.get("precision") for r in records if r.extra.get("precision")), None)
         if precision:
             details["precision"] = precision
-            details["single_mode"] = {"fp16": SINGLE_FP16_NOTE, "int8": SINGLE_INT8_LAZY_NOTE}.get(precision,
-                                                                                              SINGLE_INT8_NOTE)
+            details["single_mode"] = SINGLE_FP16_NOTE if precision == "fp16" else SINGLE_INT8_LAZY_NOTE
         return details

@@ -38,7 +38,11 @@ int8 (:func:`write_lazy_quantized`)
         weights and scales were replaced by the CUT of the full ones
         (:func:`.executorch_quant.cut_quantized`), XNNPACK constants kept out as named data.
 
-    Every named-data segment of k is then a cut of a tensor of ``hydravit.weights``: int8 values
+    int8-static is the same with k's calibrated program, except that XNNPACK stores its biases as
+    int32 in the scale of k's input times the weight's: those segments are k's own (``"own"``: after
+    the head in ``hydravit.k<k>.ptdhead``, a small share of k's named data).
+
+    Every other named-data segment of k is a cut of a tensor of ``hydravit.weights``: int8 values
     (``"quant": "values"``, dtype int8), scales (``"quant": "scale"``: the rows of k) or a float32
     parameter (:mod:`hydravit_edge.engines.ptd`); the layout has ``weights_format: "raw"`` and
     ``check: "sha256"``.  The records' ``file`` is ``hydravit.weights`` (the artifact that holds every
@@ -91,7 +95,7 @@ def lazy_program(model, k: int, quant=None) -> tuple[bytes, bytes]:
     if quant is not None and quant.quantized:
         from .executorch_quant import cut_quantized, quantized_program
 
-        if quant.precision != "int8":
+        if quant.precision not in ("int8", "int8-static"):
             raise ExportError(f"executorch k={k}: no single {quant.precision} program")
         own = {key: t.detach().cpu().numpy() for key, t in model.subnet_state_dict(k).items()}
         ep = quantized_program(xnnpack_friendly(model.subnet(k)), model.config, k, quant,
@@ -221,10 +225,12 @@ def _scale_spec(table, name: str, k: int) -> tuple[Optional[list], Optional[int]
     return [[[a, b]] for a, b in rows], (0 if len(rows) > 1 else None)
 
 
-def quantized_layout(model, k: int, ptd: bytes, full_q: dict) -> tuple[bytes, dict[str, Any]]:
+def quantized_layout(model, k: int, ptd: bytes, full_q: dict, own_ok: bool = False) -> tuple[bytes, dict[str, Any]]:
     """``(head bytes, layout)`` of k's int8 .ptd, each segment's source a cut of a full tensor of the
     weights file (int8 values, scales or a float32 parameter) still without its place there (``at``,
-    ``shape``: :func:`write_lazy_quantized`); raises when a segment is none of them."""
+    ``shape``: :func:`write_lazy_quantized`).  A segment that is none of them raises, unless
+    ``own_ok`` (int8-static: XNNPACK stores k's biases as int32 in the scale of k's calibrated input
+    times the weight's, data of k alone): then its bytes follow the head in k's head file (``own``)."""
     from .executorch_quant import cut_quantized
 
     table = model.slicing
@@ -254,16 +260,21 @@ def quantized_layout(model, k: int, ptd: bytes, full_q: dict) -> tuple[bytes, di
                 pieces, axis, trs)
     base, segs = _ptd_segments(ptd)
     out = []
+    head = bytearray(ptd[:base])
     for key, off, size in segs:
         src = sources.get(hashlib.sha256(ptd[off:off + size]).hexdigest())
         if src is None:
-            raise ExportError(f"executorch int8 k={k}: named data {key[:18]} ({size} bytes) is no cut of the full "
-                              "int8 weights, their scales or a float32 parameter")
+            if not own_ok:
+                raise ExportError(f"executorch int8 k={k}: named data {key[:18]} ({size} bytes) is no cut of the "
+                                  "full int8 weights, their scales or a float32 parameter")
+            head += b"\0" * (-len(head) % ALIGN)
+            src = {"own": len(head)}
+            head += ptd[off:off + size]
         out.append({"offset": off, "size": size, **src})
     layout = {"program": program_filename(k), "method": METHOD, "head": head_filename(k), "head_bytes": base,
               "size": len(ptd), "sha256": hashlib.sha256(ptd).hexdigest(), "segments": out,
               "weights": WEIGHTS_FILE, "weights_format": "raw", "check": "sha256"}
-    return ptd[:base], layout
+    return bytes(head), layout
 
 
 def _stored(params: dict, name: str, quant: Optional[str], full_q: dict) -> np.ndarray:
@@ -274,8 +285,8 @@ def _stored(params: dict, name: str, quant: Optional[str], full_q: dict) -> np.n
     return np.ascontiguousarray(params[name].detach().cpu().numpy(), dtype=np.float32)
 
 
-def write_lazy_quantized(model, heads: Sequence[int], out_dir: Path, parts: dict[int, tuple[bytes, bytes]]
-                         ) -> tuple[dict[int, dict], dict[str, dict]]:
+def write_lazy_quantized(model, heads: Sequence[int], out_dir: Path, parts: dict[int, tuple[bytes, bytes]],
+                         own_ok: bool = False) -> tuple[dict[int, dict], dict[str, dict]]:
     """Write ``hydravit.weights`` (each tensor a segment source uses, once) and k's program and .ptd
     head for every k; returns ``({k: layout}, index)`` with ``index``: ``{"<name>" or "<name>:scale":
     {"offset", "shape", "dtype"}}``.  Each synthesized .ptd is checked against ExecuTorch's, byte for byte."""
@@ -287,10 +298,11 @@ def write_lazy_quantized(model, heads: Sequence[int], out_dir: Path, parts: dict
     heads_layouts = {}
     used: dict[tuple[str, Optional[str]], None] = {}
     for k in heads:
-        head, layout = quantized_layout(model, k, parts[k][1], full_q)
+        head, layout = quantized_layout(model, k, parts[k][1], full_q, own_ok=own_ok)
         heads_layouts[k] = (head, layout)
         for seg in layout["segments"]:
-            used[(seg["cut"], seg.get("quant"))] = None
+            if "cut" in seg:
+                used[(seg["cut"], seg.get("quant"))] = None
     order = {name: i for i, name in enumerate(model.slicing.params)}
     params = model.state_dict()
     rank = {None: 0, "values": 0, "scale": 1}
@@ -309,8 +321,9 @@ def write_lazy_quantized(model, heads: Sequence[int], out_dir: Path, parts: dict
     for k in heads:
         head, layout = heads_layouts[k]
         for seg in layout["segments"]:
-            w = where[(seg["cut"], seg.get("quant"))]
-            seg["at"], seg["shape"] = w["offset"], w["shape"]
+            if "cut" in seg:
+                w = where[(seg["cut"], seg.get("quant"))]
+                seg["at"], seg["shape"] = w["offset"], w["shape"]
         if bytes(synthesize(layout, head, weights)) != parts[k][1]:
             raise ExportError(f"executorch int8 k={k}: the named data cut from {WEIGHTS_FILE} differs from what the "
                               "program was lowered with")

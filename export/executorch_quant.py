@@ -59,7 +59,7 @@ def quantization_info(quant: QuantSpec) -> dict[str, Any]:
         scheme = ("get_symmetric_quantization_config(is_per_channel=True, is_dynamic="
                   f"{quant.precision == 'int8'}): int8 weights, symmetric, one scale per output channel; per-k files: "
                   "each k quantized from its own weights")
-        if quant.precision == "int8":
+        if quant.precision in ("int8", "int8-static"):
             scheme += ("; the single artifact: the full weights quantized ONCE per output channel "
                        "(hydravit_edge.precision.quantize_rows) and every k's program uses their cut (the leading "
                        "block of the int8 values, the scales of k's rows), so one set of int8 weights serves every k")

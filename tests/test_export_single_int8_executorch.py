@@ -179,3 +179,37 @@ def test_the_runtime_opens_the_single_int8_artifact_lazily_and_eagerly(int8_sing
         got = lazy.predict(x, heads=k).logits
         assert np.max(np.abs(got - ref)) <= 0.25 * np.max(np.abs(ref))
         np.testing.assert_allclose(eager.predict(x, heads=k).logits, got, atol=1e-6)
+
+
+def test_single_int8_static_keeps_only_k_s_int32_biases_per_k(tmp_path):
+    """int8-static: the same shared int8 weights and scales; what XNNPACK derives from k's calibrated
+    input scale (its int32 biases) is k's own, in k's head file; a flipped byte there fails k only."""
+    from hydravit_edge.export.api import export_model
+    from hydravit_edge.export.hashing import path_sha256
+    from hydravit_edge.export.validation import validate_dir
+
+    key = "executorch-int8-static"
+    rep = export_model(tiny_model(CFG), heads=KS, targets="executorch", mode="single", out=tmp_path / "s",
+                       precisions="int8-static", calibration="digits", calibration_size=4, jobs=1)
+    assert rep.passed and {r.check for r in rep.results} == {"runtime", "lazy"}
+    t = json.loads((rep.out_dir / "manifest.json").read_text())["targets"][key]
+    assert t["mode"] == "single" and t["quantization"]["calibration"]["images"] == 4
+    own = {}
+    for a in t["artifacts"]:
+        segs = a["extra"]["lazy_data"]["segments"]
+        assert {s.get("quant") for s in segs if "cut" in s} == {"values", "scale"}  # every weight: the shared cut
+        own[a["k"]] = [s for s in segs if "own" in s]
+        assert own[a["k"]] and sum(s["size"] for s in own[a["k"]]) < 0.2 * sum(s["size"] for s in segs)
+    d = tmp_path / "broken"
+    shutil.copytree(rep.out_dir, d)
+    head = d / key / "hydravit.k2.ptdhead"
+    raw = bytearray(head.read_bytes())
+    raw[own[2][0]["own"]] ^= 0x40
+    head.write_bytes(bytes(raw))
+    m = json.loads((d / "manifest.json").read_text())
+    for f in m["targets"][key]["files"]:
+        if f["path"].endswith("k2.ptdhead"):
+            f["bytes"], f["sha256"] = head.stat().st_size, path_sha256(head)
+    (d / "manifest.json").write_text(json.dumps(m))
+    ran = [r for r in validate_dir(d, [key]).results if r.check in ("runtime", "lazy")]
+    assert {(r.k, r.ok) for r in ran} == {(2, False), (4, True)}

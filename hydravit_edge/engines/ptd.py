@@ -6,6 +6,9 @@ A layout (a record's ``extra.lazy_data``) names its weights file (``weights``) a
 of the .ptd, the byte range it fills (``offset``, ``size``) and its source:
 
 * ``{"copy": at}``: the bytes lie verbatim at offset ``at`` of the weights file;
+* ``{"own": at}``: data of k alone (an int8-static program's int32 biases, whose scale is k's
+  calibrated input scale times the weight's), verbatim at offset ``at`` of k's head file (after
+  its first ``head_bytes`` bytes, which are the .ptd's own head);
 * ``{"cut": name, "at", "shape", "pieces", "axis", "transform", "dtype"}``: the cut of k of the full
   tensor ``name`` stored raw (C order) at ``at`` with ``shape``: per piece the ``[start, stop]``
   range of every axis, the pieces concatenated along ``axis`` (``pieces`` null: the whole tensor),
@@ -42,10 +45,17 @@ def synthesize(layout: dict, head: bytes, weights: Any, verify: Optional[bool] =
     full tensor stored there (see the module docstring).  ``verify`` (default: the layout's
     ``check``) compares the result's sha256 with the layout's; ValueError when they differ."""
     out = bytearray(int(layout["size"]))
-    out[:len(head)] = head
+    base = int(layout.get("head_bytes", len(head)))
+    out[:base] = head[:base]
     buf = np.frombuffer(weights, dtype=np.uint8)
     for seg in layout["segments"]:
         off, size = int(seg["offset"]), int(seg["size"])
+        if "own" in seg:
+            at = int(seg["own"])
+            if at + size > len(head):
+                raise ValueError(f"segment at {off}: k's own bytes lie past the end of {layout.get('head')}")
+            out[off:off + size] = head[at:at + size]
+            continue
         if "copy" in seg:
             at = int(seg["copy"])
             out[off:off + size] = buf[at:at + size].tobytes()
