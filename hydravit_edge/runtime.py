@@ -185,8 +185,18 @@ class Runtime:
 
     # ---- units ------------------------------------------------------------------------
     def _first_option(self, heads: Optional[int]) -> tuple[int, str]:
-        """The option to materialise first: ``heads`` (default: the largest k) at the policy's choice of
-        precision for it without a budget (fp32 where the export has it)."""
+        """The option to materialise first: with a LUT and no ``heads``, the policy's pick for an
+        unknown power state (so the first calls do not run a stand-in while it builds); else
+        ``heads`` (default: the largest k) at fp32 where the export has it."""
+        if heads is None and self.lut_device is not None:
+            from .policy import PolicyInput, decide
+
+            try:
+                d = decide(self.policy_state.options, self.policy_state.policy, PolicyInput(budget_ms=self.budget_ms))
+            except UsageError:
+                d = None
+            if d is not None and (d.k, d.precision) in self._unit_of:
+                return (d.k, d.precision)
         k = heads if heads is not None else self.heads[-1]
         if k not in self.heads:
             raise UsageError(f"heads={k} is not in this export's {self.target} artifacts; they hold k in "

@@ -4,6 +4,7 @@ cut, validation per precision (labelled and unlabelled), calibration errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,3 +279,31 @@ def test_bench_plans_a_row_per_precision(onnx_exports):
     assert sorted(j.precision for j in jobs) == ["fp16", "fp32", "int8", "int8-static"]
     assert {j.target for j in jobs} == {"onnx"} and not skipped
     assert next(j for j in jobs if j.precision == "int8").artifact == "onnx-int8/k4.onnx"
+
+
+def test_with_a_lut_the_runtime_builds_the_policy_s_pick_first(onnx_exports, tmp_path):
+    """The first option materialised is the policy's (k, precision), not fp32 at the largest k: the
+    first calls then run what the policy wants instead of a stand-in while it builds."""
+    import copy
+
+    from hydravit_edge.runtime import Runtime
+
+    _, out = onnx_exports
+    d, _ = out["single"]
+    vectors = json.loads((Path(__file__).parent / "policy_vectors.json").read_text())
+    lut = copy.deepcopy(vectors["luts"]["P"])
+    dev = copy.deepcopy(lut["devices"][0])
+    dev.update(name="box", backend="onnxruntime")
+    dev["rows"] = [{"k": k, "precision": p, "p90_ms": ms, "latency_basis": "p90", "top1": top1}
+                   for k, p, ms, top1 in [(2, "fp32", 2.0, 0.90), (2, "int8", 1.0, 0.90),
+                                          (4, "fp32", 4.0, 0.95), (4, "int8", 1.5, 0.95)]]
+    lut["devices"] = [dev]
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(lut))
+    rt = Runtime(d, lut=path, device="box", background=False, prefetch=False)
+    assert rt.current == (4, "int8") and rt.materialized_options == [(4, "int8")]
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    pred = rt.predict(x, power={"battery": 100}, normalized=True)
+    assert (pred.k, pred.precision, pred.waited) == (4, "int8", False)
+    rt.close()
+    assert Runtime(d, background=False, prefetch=False).current == (4, "fp32")  # no LUT: fp32 at the largest k
