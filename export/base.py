@@ -230,11 +230,11 @@ class Exporter:
         if modes is None:
             return (f"{self.name} does not export {precision} (it exports "
                     f"{', '.join(self.precisions)}){self.precision_notes.get(precision, '')}")
-        if mode not in modes:
-            return f"{self.name} exports {precision} only as --mode {', '.join(modes)}"
+        if mode not in modes:  # offered, but not in this mode: the note says why
+            return f"{self.name} exports {precision} only as --mode {', '.join(modes)}{self.precision_notes.get(precision, '')}"
         return None
 
-    #: why a precision is not offered (appended to :meth:`unsupported`'s message)
+    #: why a precision is not offered, or not in every mode (appended to :meth:`unsupported`'s message)
     precision_notes: ClassVar[dict[str, str]] = {}
 
     def quantization_info(self, quant: QuantSpec) -> Optional[dict[str, Any]]:

@@ -211,12 +211,6 @@ class ExecuTorchExporter(Exporter):
     def entry_name(self, k: int) -> str:
         return f"forward_k{k}"
 
-    def unsupported(self, precision: str, mode: str) -> Optional[str]:
-        why = super().unsupported(precision, mode)
-        if why and precision in self.precisions and precision in self.precision_notes:
-            why += self.precision_notes[precision]  # offered, but not in this mode: say why
-        return why
-
     def quantization_info(self, quant: QuantSpec) -> Optional[dict[str, Any]]:
         from .executorch_quant import quantization_info
 

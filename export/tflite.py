@@ -314,12 +314,6 @@ class TFLiteExporter(Exporter):
     def entry_name(self, k: int) -> Optional[str]:
         return f"k{k}"
 
-    def unsupported(self, precision: str, mode: str) -> Optional[str]:
-        why = super().unsupported(precision, mode)
-        if why and precision in self.precisions and precision in self.precision_notes:
-            why += self.precision_notes[precision]  # offered, but not in this mode: say why
-        return why
-
     def quantization_info(self, quant: QuantSpec) -> Optional[dict[str, Any]]:
         if quant.precision == "fp16":
             return {"tool": "litert_torch.convert(quant_config=quant_recipes.full_fp16_recipe())",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import tiny_model
+from helpers import refresh_manifest_hashes, tiny_model
 from hydravit_edge import HydraConfig, save_checkpoint
 from hydravit_edge.cli import main
 from hydravit_edge.contract.manifest import Manifest
@@ -182,11 +182,7 @@ def test_validation_catches_a_corrupted_artifact(onnx_exports, tmp_path, capsys)
     arr.flat[0] += 0.5
     init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(m, str(p))
-    manifest = json.loads((d / "manifest.json").read_text())
-    for f in manifest["targets"]["onnx"]["files"]:
-        if f["path"] == "onnx/k4.onnx":
-            f["bytes"], f["sha256"] = p.stat().st_size, path_sha256(p)
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    refresh_manifest_hashes(d, "onnx", p)
     rep = validate_dir(d)
     bad = [r for r in rep.results if not r.ok]
     assert [(r.k, r.check, r.status) for r in bad] == [(4, "runtime", Status.FAILED)]

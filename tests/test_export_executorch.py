@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import tiny_model
+from helpers import refresh_manifest_hashes, tiny_model
 from hydravit_edge import HydraConfig
 from hydravit_edge.contract.manifest import Manifest
 from hydravit_edge.export.api import export_model, validate_dir
@@ -124,10 +124,7 @@ def test_validate_dir_catches_corrupted_weights(et_exports, tmp_path):
     mid = len(raw) // 2
     raw[mid:mid + 4096] = b"\x7f" * 4096
     p.write_bytes(bytes(raw))
-    m = json.loads((d / "manifest.json").read_text())
-    for f in m["targets"]["executorch"]["files"]:
-        f["bytes"], f["sha256"] = p.stat().st_size, path_sha256(p)
-    (d / "manifest.json").write_text(json.dumps(m))
+    refresh_manifest_hashes(d, "executorch", p)
     rep = validate_dir(d)
     bad = [r for r in rep.results if not r.ok]
     assert [(r.k, r.check) for r in bad] == [(4, "runtime")]

@@ -5,12 +5,11 @@ every k: tests/test_export_single_int8_executorch.py); fp16 single is refused, s
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from helpers import tiny_model
+from helpers import assert_spoiled_scales_fail_validation, tiny_model
 from hydravit_edge import HydraConfig
 from hydravit_edge.errors import UsageError
 from hydravit_edge.precision import quantize_rows
@@ -83,33 +82,10 @@ def test_int8_program_holds_per_channel_symmetric_int8_weights_of_k(int8_export)
 def test_a_broken_int8_program_fails_validation(int8_export, tmp_path):
     """The per-channel scales in the .pte multiplied by 8 (sizes and sha256 in the manifest fixed up):
     the runtime check of the int8 precision fails."""
-    from hydravit_edge.export.hashing import path_sha256
-    from hydravit_edge.export.validation import validate_dir
-
     src, _ = int8_export
-    d = tmp_path / "broken"
-    shutil.copytree(src, d)
-    path = d / "executorch-int8/k2.pte"
-    raw = bytearray(path.read_bytes())
     sub = {n: p.detach().numpy() for n, p in tiny_model(CFG).subnet(2).named_parameters()}
-    hit = 0
-    for name in MATRICES:
-        s = quantize_rows(sub[name])[1]
-        at = bytes(raw).find(s.tobytes())
-        if at >= 0:
-            raw[at:at + s.nbytes] = (s * 8).astype(np.float32).tobytes()
-            hit += 1
-    assert hit >= 3
-    path.write_bytes(bytes(raw))
-    m = json.loads((d / "manifest.json").read_text())
-    for f in m["targets"]["executorch-int8"]["files"]:
-        f["bytes"], f["sha256"] = path.stat().st_size, path_sha256(path)
-    (d / "manifest.json").write_text(json.dumps(m))
-    report = validate_dir(d, ["executorch-int8"])
-    runtime = [r for r in report.results if r.check == "runtime"]
-    assert [(r.k, r.status.value) for r in runtime] == [(2, "failed")]
-    assert "max abs error" in runtime[0].reason
-    assert validate_dir(src, ["executorch-int8"]).passed
+    assert_spoiled_scales_fail_validation(src, tmp_path, "executorch-int8", "executorch-int8/k2.pte", 2,
+                                          [sub[name] for name in MATRICES], min_hits=3)
 
 
 @pytest.mark.parametrize("precision", ["fp16"])

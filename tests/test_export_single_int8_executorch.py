@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import tiny_model
+from helpers import refresh_manifest_hashes, tiny_model
 from hydravit_edge import HydraConfig
 from hydravit_edge.precision import quantize_rows
 
@@ -120,7 +120,6 @@ def test_every_k_uses_the_cut_of_the_full_weights_quantized_once(int8_single):
 
 
 def test_a_flipped_int8_byte_in_the_weights_file_fails_validation(int8_single, tmp_path):
-    from hydravit_edge.export.hashing import path_sha256
     from hydravit_edge.export.validation import validate_dir
 
     rep, _ = int8_single
@@ -136,11 +135,7 @@ def test_a_flipped_int8_byte_in_the_weights_file_fails_validation(int8_single, t
     assert not bad.passed
     assert any(r.check == "integrity" and not r.ok for r in bad.results)
     # sizes and sha256 in the manifest fixed up: the runtime's check of the cut named data still fails it
-    m = json.loads((d / "manifest.json").read_text())
-    for f in m["targets"][KEY]["files"]:
-        if f["path"].endswith("hydravit.weights"):
-            f["bytes"], f["sha256"] = path.stat().st_size, path_sha256(path)
-    (d / "manifest.json").write_text(json.dumps(m))
+    refresh_manifest_hashes(d, KEY, path)
     report = validate_dir(d, [KEY])
     ran = [r for r in report.results if r.check in ("runtime", "lazy")]
     assert len(ran) == 2 * len(KS) and all(not r.ok for r in ran)
@@ -185,7 +180,6 @@ def test_single_int8_static_keeps_only_k_s_int32_biases_per_k(tmp_path):
     """int8-static: the same shared int8 weights and scales; what XNNPACK derives from k's calibrated
     input scale (its int32 biases) is k's own, in k's head file; a flipped byte there fails k only."""
     from hydravit_edge.export.api import export_model
-    from hydravit_edge.export.hashing import path_sha256
     from hydravit_edge.export.validation import validate_dir
 
     key = "executorch-int8-static"
@@ -206,10 +200,6 @@ def test_single_int8_static_keeps_only_k_s_int32_biases_per_k(tmp_path):
     raw = bytearray(head.read_bytes())
     raw[own[2][0]["own"]] ^= 0x40
     head.write_bytes(bytes(raw))
-    m = json.loads((d / "manifest.json").read_text())
-    for f in m["targets"][key]["files"]:
-        if f["path"].endswith("k2.ptdhead"):
-            f["bytes"], f["sha256"] = head.stat().st_size, path_sha256(head)
-    (d / "manifest.json").write_text(json.dumps(m))
+    refresh_manifest_hashes(d, key, head)
     ran = [r for r in validate_dir(d, [key]).results if r.check in ("runtime", "lazy")]
     assert {(r.k, r.ok) for r in ran} == {(2, False), (4, True)}
