@@ -31,8 +31,10 @@ int8 (:func:`write_lazy_quantized`)
         A plain binary file (:data:`WEIGHTS_MAGIC`, then tensors, each 64-byte aligned, C order):
         every ``Linear`` / ``Conv2d`` weight of the full model quantized ONCE per output channel
         (:func:`hydravit_edge.precision.quantize_rows`): its int8 values and its float32 scales,
-        and the float32 parameters XNNPACK keeps as named data (biases).  Layer norms, class token
-        and position embedding of k lie in k's program, as at fp32.
+        and the float32 parameters k's named data holds: the biases XNNPACK keeps, and the
+        program's own constants (layer norms, class token, position embedding), which the export
+        moves to the named data too (``ExecutorchBackendConfig(external_constants=...)``), so
+        that no k's program stores a parameter of its own.
     ``hydravit.k<k>.pte`` / ``hydravit.k<k>.ptdhead``
         k's PT2E int8 program (:func:`.executorch_quant.quantized_program`) whose frozen int8
         weights and scales were replaced by the CUT of the full ones
@@ -40,7 +42,8 @@ int8 (:func:`write_lazy_quantized`)
 
     int8-static is the same with k's calibrated program, except that XNNPACK stores its biases as
     int32 in the scale of k's input times the weight's: those segments are k's own (``"own"``: after
-    the head in ``hydravit.k<k>.ptdhead``, a small share of k's named data).
+    the head in ``hydravit.k<k>.ptdhead``, a small share of k's named data).  So are the program's
+    scalar constants (at most :data:`OWN_LIMIT` bytes each).
 
     Every other named-data segment of k is a cut of a tensor of ``hydravit.weights``: int8 values
     (``"quant": "values"``, dtype int8), scales (``"quant": "scale"``: the rows of k) or a float32
@@ -71,6 +74,9 @@ METHOD = "forward"
 WEIGHTS_FILE = "hydravit.weights"
 WEIGHTS_MAGIC = b"HYDRAVIT-WEIGHTS 1\n"
 ALIGN = 64
+#: named data of k that is no cut of the weights file may follow k's .ptd head up to this size
+#: (the program's scalar constants); larger ones only where they are k's by nature (int8-static biases)
+OWN_LIMIT = 256
 
 
 def program_filename(k: int) -> str:
@@ -86,13 +92,14 @@ def lazy_program(model, k: int, quant=None) -> tuple[bytes, bytes]:
     task).  ``quant`` int8: the PT2E program with the cut of the full weights quantized once."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
     from .base import converting
     from .executorch_trace import _quiet, _trace
     from .xnnpack_graph import xnnpack_friendly
 
-    if quant is not None and quant.quantized:
+    quantized = quant is not None and quant.quantized
+    if quantized:
         from .executorch_quant import cut_quantized, quantized_program
 
         if quant.precision not in ("int8", "int8-static"):
@@ -107,8 +114,11 @@ def lazy_program(model, k: int, quant=None) -> tuple[bytes, bytes]:
     for n in ep.graph.nodes:
         if n.op == "placeholder" and n.name in consts:
             n.meta.setdefault("custom", {})["delegate_constant_tag"] = TAG
+    # int8: the program's own constants (layer norms, class token, position embedding: what runs outside
+    # XNNPACK) go to the same named data, so that they too are cut from the weights file, not stored per k
+    config = ExecutorchBackendConfig(external_constants=lambda node: TAG) if quantized else None
     with converting("executorch", "to_edge_transform_and_lower (named data)", k), _quiet(), torch.no_grad():
-        prog = to_edge_transform_and_lower({METHOD: ep}, partitioner=[XnnpackPartitioner()]).to_executorch()
+        prog = to_edge_transform_and_lower({METHOD: ep}, partitioner=[XnnpackPartitioner()]).to_executorch(config)
     data = prog._tensor_data.get(TAG)  # ExecuTorch 1.5: {tag: Cord} of the named data it would write as <tag>.ptd
     if data is None:
         raise ExportError(f"executorch k={k}: the lowered program kept no XNNPACK named data outside it")
@@ -264,7 +274,7 @@ def quantized_layout(model, k: int, ptd: bytes, full_q: dict, own_ok: bool = Fal
     for key, off, size in segs:
         src = sources.get(hashlib.sha256(ptd[off:off + size]).hexdigest())
         if src is None:
-            if not own_ok:
+            if not own_ok and size > OWN_LIMIT:
                 raise ExportError(f"executorch int8 k={k}: named data {key[:18]} ({size} bytes) is no cut of the "
                                   "full int8 weights, their scales or a float32 parameter")
             head += b"\0" * (-len(head) % ALIGN)

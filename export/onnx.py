@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -54,8 +55,8 @@ from .onnx_quant import FP16_SUFFIX, INT8_SUFFIX, SCALE_SUFFIX, cut_from_full, d
 from .quantize import FP32, QuantSpec
 from .specs import HEADS, IMAGE, LOGITS, IOSpec
 
-#: Initializers of a per-k graph that match no parameter may stay inside their branch
-#: (shape constants and the like) only up to this many bytes.
+#: Initializers of a per-k graph that match no parameter (shape constants and the like) become
+#: shared constants of the single graph (stored once by value) only up to this many bytes.
 _LOCAL_LIMIT = 1 << 16
 _HEADS_INPUT = HEADS
 #: ONNX element types of the TensorSpec dtypes the graphs use.
@@ -154,6 +155,34 @@ class _Merger:
         self.opset = None
         self.ir_version = None
         self.functions: dict[tuple[str, str], Any] = {}
+        #: the small constants of every branch (slice bounds, shapes, the per-k graph's own scalars),
+        #: stored once at the top level by value: twelve branches need about thirty distinct ones
+        self.consts: dict[bytes, Any] = {}
+        self.const_bytes: dict[str, int] = {}
+
+    def _const(self, t) -> tuple[str, int]:
+        """The shared top-level name of constant ``t`` (a TensorProto), stored once per distinct value;
+        ``(name, bytes)``."""
+        from onnx import numpy_helper
+
+        a = numpy_helper.to_array(t)
+        c = numpy_helper.from_array(a, "")  # one encoding per value (raw data), whatever the source's
+        key = c.SerializeToString(deterministic=True)
+        hit = self.consts.get(key)
+        if hit is None:
+            if a.dtype == np.int64 and a.ndim == 1 and a.size <= 4:
+                c.name = "const/i64/" + ",".join(str(int(v)) for v in a)
+            else:
+                c.name = f"const/{a.dtype}{list(a.shape)}/{hashlib.sha256(key).hexdigest()[:12]}"
+            hit = self.consts[key] = c
+            self.const_bytes[c.name] = a.nbytes
+        return hit.name, a.nbytes
+
+    def _bound(self, v) -> str:
+        """The shared constant of an int64 vector (a slice's starts/ends/axes, a shape)."""
+        from onnx import numpy_helper
+
+        return self._const(numpy_helper.from_array(np.asarray(v, dtype=np.int64), "c"))[0]
 
     def add(self, k: int, proto) -> None:
         import onnx
@@ -186,8 +215,8 @@ class _Merger:
                 index.setdefault(_digest(a.T), (n, True))
 
         rename: dict[str, str] = {"image": "image"}
-        nodes, inits = [], []
-        local = 0
+        nodes = []
+        local: dict[str, int] = {}
         for init in g.initializer:
             arr = numpy_helper.to_array(init)
             hit = index.get(_digest(arr)) if arr.dtype in (np.float32, np.float16, np.int8) else None
@@ -201,12 +230,9 @@ class _Merger:
                     raise ExportError(
                         f"ONNX single export: initializer {init.name} {tuple(init.dims)} of the k={k} graph matches no "
                         "parameter; its weights would be stored twice")
-                local += len(init.raw_data) or init.ByteSize()
-                t = onnx.TensorProto()
-                t.CopyFrom(init)
-                t.name = pre + init.name
-                inits.append(t)
-                rename[init.name] = t.name
+                name, size = self._const(init)
+                local[name] = size
+                rename[init.name] = name
                 continue
             pname, transposed = hit
             source, pieces, axis = plans[pname]
@@ -222,9 +248,7 @@ class _Merger:
             parts = []
             for j, (st, en, ax) in enumerate(pieces):
                 b = f"{out}/slice{j}"
-                for suffix, v in (("starts", st), ("ends", en), ("axes", ax)):
-                    inits.append(numpy_helper.from_array(np.asarray(v, dtype=np.int64), f"{b}/{suffix}"))
-                nodes.append(helper.make_node("Slice", [source, f"{b}/starts", f"{b}/ends", f"{b}/axes"], [b], name=b))
+                nodes.append(helper.make_node("Slice", [source] + [self._bound(v) for v in (st, en, ax)], [b], name=b))
                 parts.append(b)
             if len(parts) > 1:
                 nodes.append(helper.make_node("Concat", parts, [f"{out}/concat"], axis=axis, name=f"{out}/concat"))
@@ -236,8 +260,7 @@ class _Merger:
                 cur = f"{out}/t"
             src_shape = sub_sd[pname].shape[::-1] if transposed else sub_sd[pname].shape
             if tuple(src_shape) != tuple(init.dims):
-                inits.append(numpy_helper.from_array(np.asarray(list(init.dims), dtype=np.int64), f"{out}/shape"))
-                nodes.append(helper.make_node("Reshape", [cur, f"{out}/shape"], [f"{out}/r"], name=f"{out}/r"))
+                nodes.append(helper.make_node("Reshape", [cur, self._bound(list(init.dims))], [f"{out}/r"], name=f"{out}/r"))
                 cur = f"{out}/r"
             rename[init.name] = cur
 
@@ -272,8 +295,12 @@ class _Merger:
             v2.name = rn(vi.name)
             del v2.metadata_props[:]
             value_info.append(v2)
-        self.branches[k] = helper.make_graph(nodes, f"k{k}", [], [out_vi], initializer=inits, value_info=value_info)
-        self.local_bytes[k] = local
+        for n in nodes:  # the slice bounds and shapes it uses count as k's constants too
+            for i in n.input:
+                if i.startswith("const/") and i not in local:
+                    local[i] = self.const_bytes[i]
+        self.branches[k] = helper.make_graph(nodes, f"k{k}", [], [out_vi], value_info=value_info)
+        self.local_bytes[k] = sum(local.values())
 
     def build(self, ks: Sequence[int], producer: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
         """The single graph: ``inputs`` (image, heads) and ``outputs`` (logits) as the target's spec says."""
@@ -312,6 +339,7 @@ class _Merger:
                                                [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
                                                initializer=value)
         weights = [numpy_helper.from_array(np.ascontiguousarray(v), n) for n, v in self.used.items()]
+        weights += list(self.consts.values())
         graph = helper.make_graph(
             top_nodes, "hydravit",
             [helper.make_tensor_value_info(t.name, _ELEM_TYPES[t.dtype], t.shape) for t in inputs],

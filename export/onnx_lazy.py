@@ -1,8 +1,10 @@
 """The ONNX single artifact on disk: weights stored once, memory-mappable, and a graph per k over them.
 
 ``hydravit.onnx`` is the ``If``-chain graph (:mod:`.onnx`) whose top-level initializers (the
-full parameters) live in ``hydravit.onnx.data``, each at an offset aligned to 64 KiB, so that
-onnxruntime memory-maps them (clean, file-backed pages) instead of reading them into its heap.
+full parameters) live in ``hydravit.onnx.data``.  Each tensor of 64 KiB or more lies at an offset
+aligned to 64 KiB, so that onnxruntime memory-maps it (clean, file-backed pages) instead of reading
+it into its heap; the smaller ones (biases, layer norms, int8 scales) follow, packed at 64 bytes,
+as onnxruntime's own external-data writer packs tensors under its alignment threshold.
 
 ``hydravit.k<k>.onnx`` is branch k of that graph as a graph of its own: input ``image``, output
 ``logits``, the branch's nodes, and as initializers the SAME full parameters, referenced in
@@ -24,6 +26,9 @@ __all__ = ["ALIGN", "data_filename", "lazy_filename", "externalize", "lazy_graph
 ALIGN = 1 << 16
 #: tensors smaller than this stay inside the graph
 MIN_EXTERNAL_BYTES = 1024
+#: offsets of the external tensors smaller than ALIGN (biases, layer norms, scales), packed after the
+#: large ones: onnxruntime reads them (a copy of well under 1 MB) instead of mapping them
+SMALL_ALIGN = 64
 
 
 def data_filename(graph_file: str) -> str:
@@ -43,12 +48,15 @@ def externalize(proto, names: Iterable[str], data_path: Path) -> dict[str, Any]:
 
     wanted = set(names)
     moved = {}
+    chosen = [t for t in proto.graph.initializer
+              if t.name in wanted and t.HasField("raw_data") and len(t.raw_data) >= MIN_EXTERNAL_BYTES]
+    # large tensors first, each at a multiple of ALIGN (memory-mapped); then the small ones packed
+    # (onnxruntime reads those: padding each to 64 KiB would add megabytes to the file)
+    chosen.sort(key=lambda t: len(t.raw_data) < ALIGN)
     with open(data_path, "wb") as f:
-        for t in proto.graph.initializer:
-            if t.name not in wanted or not t.HasField("raw_data") or len(t.raw_data) < MIN_EXTERNAL_BYTES:
-                continue
+        for t in chosen:
             pos = f.tell()
-            pad = (-pos) % ALIGN
+            pad = (-pos) % (ALIGN if len(t.raw_data) >= ALIGN else SMALL_ALIGN)
             if pad:
                 f.write(b"\0" * pad)
             offset = f.tell()

@@ -58,6 +58,7 @@ def _named_data(ptd: bytes) -> list[bytes]:
 
 def test_single_int8_exports_and_validates_every_k(int8_single):
     from hydravit_edge.export.executorch import SINGLE_INT8_LAZY_NOTE
+    from hydravit_edge.export.executorch_lazy import OWN_LIMIT
     from hydravit_edge.export.registry import get_exporter
 
     rep, _ = int8_single
@@ -79,6 +80,10 @@ def test_single_int8_exports_and_validates_every_k(int8_single):
         assert lay["program"] == f"hydravit.k{a['k']}.pte" and lay["weights_format"] == "raw"
         assert lay["check"] == "sha256"
         assert {s.get("quant") for s in lay["segments"]} == {"values", "scale", None}  # int8, scales, biases
+        # the program's own constants too are cut from the weights file, not stored in k's program
+        cut = {s["cut"] for s in lay["segments"] if "cut" in s}
+        assert {"pos_embed", "cls_token", "blocks.0.norm1.weight", "blocks.0.norm2.bias", "norm.weight"} <= cut
+        assert all(s["size"] <= OWN_LIMIT for s in lay["segments"] if "own" in s)
     details = t["details"]["single"]
     assert details["weights_file"] == "hydravit.weights"
     assert all(details["tensors"][n]["dtype"] == "int8" for n in MATRICES)
@@ -152,7 +157,7 @@ def test_the_single_int8_artifact_stores_the_int8_weights_once(int8_single):
     ratio = total / k4
     print(f"single int8 {total} B (weights {weights} B) / per-k int8 k=4 {k4} B = {ratio:.3f}x")
     assert weights < k4  # the full int8 weights, scales and biases once, no graph
-    # the rest is each k's graph with its layer norms and position embedding (tiny here: 1 block, 5 tokens)
+    # the rest is each k's graph (its parameters, layer norms included, are cut from the weights file)
     assert ratio <= 1.25, ratio
 
 
