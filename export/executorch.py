@@ -63,9 +63,10 @@ SINGLE_LAZY_NOTE = ("weights stored once; the methods of hydravit.pte slice them
 #: the single int8 artifact (the CLI summary, the manifest's notes)
 SINGLE_INT8_LAZY_NOTE = (
     "one set of int8 weights for every k: hydravit.weights holds every weight matrix of the full model quantized "
-    "once per output channel (int8 values + float32 scales) and the float32 biases; hydravit.k<k>.pte is k's int8 "
-    "program (XNNPACK, per-k speed; int8-static: with the activation ranges calibrated for k) whose named data the runtime cuts from it (the leading block of each int8 "
-    "matrix, the scales of k's rows); there is no program that runs every k (XNNPACK lowers int8 linear layers "
+    "once per output channel (int8 values + float32 scales) and the float32 parameters (biases, layer norms, class "
+    "token, position embedding); hydravit.k<k>.pte is k's int8 program (XNNPACK, per-k speed; int8-static: with the "
+    "activation ranges calibrated for k), which stores no parameter: the runtime cuts its named data from "
+    "hydravit.weights (the leading block of each int8 matrix, the scales of k's rows); there is no program that runs every k (XNNPACK lowers int8 linear layers "
     "with static weights only), so the runtime loads k's program whether it materialises lazily or eagerly")
 SINGLE_FP16_NOTE = (
     "the single fp16 program is not offered yet: its methods would run XNNPACK linear layers with non-static fp16 "

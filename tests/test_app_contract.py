@@ -88,7 +88,8 @@ def test_onnx_export_manifest_and_the_kotlin_reader(tmp_path):
     from hydravit_edge.export.api import export_model
 
     out = tmp_path / "export"
-    export_model(tiny_model(), heads=(1, 2), targets=k["ONNX_TARGET"], mode="single", out=out, validate=False)
+    export_model(tiny_model(), heads=(1, 2), targets=k["ONNX_TARGET"], mode="single", out=out, validate=False,
+                 precisions="fp32,int8")
     manifest = json.loads((out / k["MANIFEST_FILE"]).read_text())
     records = manifest["targets"][exp.name]["artifacts"]
     assert [r["k"] for r in records] == [1, 2]
@@ -109,7 +110,8 @@ def test_onnx_export_manifest_and_the_kotlin_reader(tmp_path):
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
     # printed after the reader's assertions passed (a failure makes the launcher exit non-zero)
-    assert "real manifest read: k=[1, 2] img_size=32 labels=5" in text, text[-3000:]
+    assert ("real manifest read: k=[1, 2] img_size=32 labels=5 precisions=[fp32, int8] "
+            "options=[1@fp32, 2@fp32, 1@int8, 2@int8]") in text, text[-3000:]
 
 
 def test_executorch_names():

@@ -172,6 +172,29 @@ class TensorSpecModel(OpenModel):
     description: Optional[str] = None
 
 
+class NamedDataLayout(OpenModel):
+    """ExecuTorch single artifacts: how k's named data (.ptd) is made from the weights the artifact stores once (hydravit_edge.engines.ptd)."""
+
+    program: str
+    """k's program (relative to the artifact's folder), loaded with this named data."""
+    method: str = "forward"
+    """Its method."""
+    head: str
+    """The file holding the .ptd's first head_bytes bytes (its header and index), and after them k's own segments."""
+    head_bytes: Optional[NonNeg] = None
+    size: NonNeg
+    """Bytes of the .ptd."""
+    sha256: str
+    """Of the .ptd ExecuTorch wrote; the runtime checks it where check is sha256."""
+    weights: str
+    """The weights file the segments are cut from: hydravit.pte (fp32) or hydravit.weights (int8, weights_format raw)."""
+    weights_format: Optional[Literal["raw"]] = None
+    """raw: a plain binary file, not a program (the int8 single artifact: its records' file; each k runs through program)."""
+    check: Optional[Literal["sha256"]] = None
+    segments: list[dict[str, Any]]
+    """Per segment the byte range it fills (offset, size) and its source: a verbatim copy at an offset of the weights file (copy), k's own bytes in the head file (own), or the cut of k of a full tensor stored there (cut, at, shape, dtype, quant values|scale, pieces, axis, transform id|nhwc)."""
+
+
 class ArtifactExtra(OpenModel):
     """Target-specific facts of one k's artifact; targets may add fields."""
 
@@ -189,8 +212,8 @@ class ArtifactExtra(OpenModel):
     """Single artifacts: the graph (ONNX) or program (ExecuTorch) of this k alone over the weights the artifact stores once (relative to the artifact's folder). A session of it holds only k; the runtime's lazy mode opens it. No heads input."""
     lazy_entry: Optional[str] = None
     """ExecuTorch: the method of the lazy_graph program (forward)."""
-    lazy_data: Optional[dict[str, Any]] = None
-    """ExecuTorch: how the named data (.ptd) of lazy_graph is made from the weights file (hydravit.pte): its head file, size, sha256, and per segment the byte range it fills and its source (a verbatim copy at an offset of the weights file, or the cut of k of a full float32 parameter stored there: offset, shape, index ranges per axis of each piece, concat axis, transform id|nhwc)."""
+    lazy_data: Optional[NamedDataLayout] = None
+    """ExecuTorch: how the named data (.ptd) of k's program is made from the weights the artifact stores once."""
 
 
 class ArtifactSpec(OpenModel):

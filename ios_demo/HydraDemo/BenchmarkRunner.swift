@@ -36,7 +36,7 @@ enum DeviceFacts {
     }
 }
 
-/// Benchmark mode: every k, its function loaded afresh (load_ms, and the switch cost: Core ML
+/// Benchmark mode: every k at every bundled precision (`precisions`, each engine from `open`), its function loaded afresh (load_ms, and the switch cost: Core ML
 /// loads a function to change k), [warmup] untimed runs, [runs] timed batch-1 runs; the report
 /// goes to Documents/hydravit-bench-report.json in the harness's schema.
 enum BenchmarkRunner {
@@ -50,8 +50,10 @@ enum BenchmarkRunner {
     }
 
     @MainActor
-    static func run(engine: CoreMLEngine, manifest: ExportManifest, manifestData: Data, resources: URL,
-                    runs: Int, warmup: Int, progress: (String) -> Void) async throws -> URL {
+    static func run(precisions: [String], open: (String) async throws -> CoreMLEngine, manifest: ExportManifest,
+                    manifestData: Data, resources: URL, runs: Int, warmup: Int,
+                    progress: (String) -> Void) async throws -> URL {
+        guard !precisions.isEmpty else { throw DemoError(message: "no precision to benchmark") }
         guard runs >= 1, warmup >= 0 else { throw DemoError(message: "runs must be >= 1 and warmup >= 0") }
         let sha = SHA256.hash(data: manifestData).map { String(format: "%02x", $0) }.joined()
         let version = Bundle.main.object(forInfoDictionaryKey: "CFBundleShortVersionString") as? String ?? "0"
@@ -59,25 +61,29 @@ enum BenchmarkRunner {
             device: DeviceFacts.info(), manifestSha256: sha, toolName: Contract.toolName, toolVersion: version,
             settings: ["threads": NSNull(), "batch": 1, "runs": runs, "warmup": warmup,
                        "protocol": "iOS demo app, Core ML compute units all; peak_rss_mb is the largest phys_footprint seen so far"],
-            model: ["heads": engine.ks, "img_size": manifest.imgSize, "num_classes": manifest.numClasses])
+            model: ["heads": Array(Set(try manifest.options(Contract.coremlTarget).map { $0.k })).sorted(),
+                    "img_size": manifest.imgSize, "num_classes": manifest.numClasses])
         let input = (0..<(manifest.inChans * manifest.imgSize * manifest.imgSize)).map { _ in Float.random(in: -1...1) }
         var peak = DeviceFacts.footprintMB() ?? 0
-        for (i, k) in engine.ks.enumerated() {
-            progress("benchmark: k=\(k) (\(i + 1)/\(engine.ks.count))")
-            await engine.unloadAll()
-            let loadMs = try await engine.prepare(k)
-            _ = try await engine.time(input, k: k, count: max(1, warmup))
-            let samples = try await engine.time(input, k: k, count: runs)
-            peak = max(peak, DeviceFacts.footprintMB() ?? 0)
-            let rec = try await engine.record(k)
-            let size = try? FileManager.default.allocatedSizeOfDirectory(at: resources.appendingPathComponent(rec.file))
-            var notes: [String] = []
-            if i == 0, engine.compileMs > 0 { notes.append("compiled the package on this launch in \(Int(engine.compileMs)) ms") }
-            builder.add(ReportRow(k: k, backend: Contract.backendCoreML, artifact: rec.file, target: Contract.coremlTarget,
-                                  mode: engine.mode, entry: rec.entry, compute: "all",
-                                  latency: LatencyStats(samplesMs: samples), loadMs: loadMs,
-                                  switchMs: engine.mode == "single" ? loadMs : nil, peakRssMb: peak > 0 ? peak : nil,
-                                  fileBytes: size, notes: notes))
+        for precision in precisions {
+            let engine = try await open(precision)  // releases the previous precision's engine
+            for (i, k) in engine.ks.enumerated() {
+                progress("benchmark \(precision): k=\(k) (\(i + 1)/\(engine.ks.count))")
+                await engine.unloadAll()
+                let loadMs = try await engine.prepare(k)
+                _ = try await engine.time(input, k: k, count: max(1, warmup))
+                let samples = try await engine.time(input, k: k, count: runs)
+                peak = max(peak, DeviceFacts.footprintMB() ?? 0)
+                let rec = try await engine.record(k)
+                let size = try? FileManager.default.allocatedSizeOfDirectory(at: resources.appendingPathComponent(rec.file))
+                var notes: [String] = []
+                if i == 0, engine.compileMs > 0 { notes.append("compiled the package on this launch in \(Int(engine.compileMs)) ms") }
+                builder.add(ReportRow(k: k, backend: Contract.backendCoreML, artifact: rec.file, target: Contract.coremlTarget,
+                                      mode: engine.mode, entry: rec.entry, compute: "all", precision: engine.precision,
+                                      latency: LatencyStats(samplesMs: samples), loadMs: loadMs,
+                                      switchMs: engine.mode == "single" ? loadMs : nil, peakRssMb: peak > 0 ? peak : nil,
+                                      fileBytes: size, notes: notes))
+            }
         }
         let url = try builder.write(to: reportURL)
         progress("benchmark report: Documents/\(Contract.reportFile)")

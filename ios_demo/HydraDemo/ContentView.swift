@@ -1,6 +1,7 @@
+import HydraPolicy
 import SwiftUI
 
-/// Power state, the chosen k and why, a sample image with its top-5, the manual override and
+/// Power state, the chosen (k, precision) and why, a sample image with its top-5, the manual override and
 /// the benchmark button. All state lives in DemoModel.
 struct ContentView: View {
     @StateObject private var model = DemoModel()
@@ -10,10 +11,10 @@ struct ContentView: View {
             ScrollView {
                 VStack(alignment: .leading, spacing: 12) {
                     Text(model.powerText).font(.footnote)
-                    Picker("k", selection: $model.pinnedK) {
-                        Text("auto (policy)").tag(Int?.none)
-                        ForEach(model.ks, id: \.self) { k in
-                            Text("pin k = \(k)").tag(Int?.some(k))
+                    Picker("k", selection: $model.pinned) {
+                        Text("auto (policy)").tag(OptionRef?.none)
+                        ForEach(model.options, id: \.self) { option in
+                            Text("pin k = \(option.k) \(option.precision ?? "fp32")").tag(OptionRef?.some(option))
                         }
                     }
                     .pickerStyle(.menu)

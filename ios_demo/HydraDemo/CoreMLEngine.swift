@@ -8,7 +8,8 @@ struct DemoError: LocalizedError {
     var errorDescription: String? { message }
 }
 
-/// The multifunction Core ML package of the export: one function per k (`k3`, `k4`, ...), chosen
+/// The multifunction Core ML package of the export at one precision (manifest entry coreml,
+/// coreml-fp16, coreml-int8): one function per k (`k3`, `k4`, ...), chosen
 /// with MLModelConfiguration.functionName (iOS 18). The package is compiled once on first launch
 /// (cached under Application Support, keyed by the manifest's hash); a function is loaded when k
 /// first needs it and the last few stay loaded, so switching back is free.
@@ -16,6 +17,7 @@ actor CoreMLEngine {
     let records: [ArtifactInfo]
     let ks: [Int]
     let mode: String
+    let precision: String
     let imgSize: Int
     let inChans: Int
     /// Time to compile the package(s) on this launch (0 when the compiled model was cached).
@@ -27,10 +29,11 @@ actor CoreMLEngine {
     static let keepLoaded = 3
 
     private init(records: [ArtifactInfo], compiled: [String: URL], imgSize: Int, inChans: Int, compileMs: Double,
-                 computeUnits: MLComputeUnits) {
+                 computeUnits: MLComputeUnits, precision: String) {
         self.records = records
         self.ks = records.map { $0.k }
         self.mode = records.first?.mode ?? "single"
+        self.precision = precision
         self.compiled = compiled
         self.imgSize = imgSize
         self.inChans = inChans
@@ -38,9 +41,9 @@ actor CoreMLEngine {
         self.computeUnits = computeUnits
     }
 
-    static func open(resources: URL, manifest: ExportManifest, manifestData: Data,
+    static func open(resources: URL, manifest: ExportManifest, manifestData: Data, precision: String = "fp32",
                      computeUnits: MLComputeUnits = .all) async throws -> CoreMLEngine {
-        let all = try manifest.artifacts(target: Contract.coremlTarget)
+        let all = try manifest.artifacts(target: try manifest.keyFor(Contract.coremlTarget, precision: precision))
         let single = all.filter { $0.mode == "single" }
         let records = single.isEmpty ? all : single
         guard !records.isEmpty else { throw DemoError(message: "the export has no Core ML artifacts") }
@@ -49,23 +52,26 @@ actor CoreMLEngine {
         var compiled: [String: URL] = [:]
         var didCompile = false
         for file in Set(records.map { $0.file }) {
-            let (url, fresh) = try await compile(resources.appendingPathComponent(file), key: key)
+            let (url, fresh) = try await compile(resources.appendingPathComponent(file), key: key,
+                                                 name: file.replacingOccurrences(of: "/", with: "_"))
             compiled[file] = url
             didCompile = didCompile || fresh
         }
         let ms = didCompile ? Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 : 0
         return CoreMLEngine(records: records, compiled: compiled, imgSize: manifest.imgSize, inChans: manifest.inChans,
-                            compileMs: ms, computeUnits: computeUnits)
+                            compileMs: ms, computeUnits: computeUnits, precision: precision)
     }
 
-    private static func compile(_ package: URL, key: String) async throws -> (URL, Bool) {
+    /// `name`: the package's path in the export, flattened (coreml_hydravit.mlpackage, coreml-int8_...):
+    /// every precision's package is called hydravit.mlpackage, so the cache names them by folder too.
+    private static func compile(_ package: URL, key: String, name: String) async throws -> (URL, Bool) {
         guard FileManager.default.fileExists(atPath: package.path) else {
             throw DemoError(message: "\(package.lastPathComponent) is not in the app bundle (see ios_demo/README.md)")
         }
         let cache = try FileManager.default.url(for: .applicationSupportDirectory, in: .userDomainMask,
                                                 appropriateFor: nil, create: true)
             .appendingPathComponent("hydravit-\(key)", isDirectory: true)
-        let target = cache.appendingPathComponent(package.deletingPathExtension().lastPathComponent + ".mlmodelc")
+        let target = cache.appendingPathComponent((name as NSString).deletingPathExtension + ".mlmodelc")
         if FileManager.default.fileExists(atPath: target.path) { return (target, false) }
         let temporary = try await MLModel.compileModel(at: package)
         try FileManager.default.createDirectory(at: cache, withIntermediateDirectories: true)
@@ -76,7 +82,7 @@ actor CoreMLEngine {
 
     func record(_ k: Int) throws -> ArtifactInfo {
         guard let r = records.first(where: { $0.k == k }) else {
-            throw DemoError(message: "k=\(k) is not exported (have \(ks))")
+            throw DemoError(message: "k=\(k) is not exported at \(precision) (have \(ks))")
         }
         return r
     }

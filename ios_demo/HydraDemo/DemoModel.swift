@@ -5,8 +5,10 @@ import SwiftUI
 import UIKit
 
 /// The demo's state: loads manifest.json, lut.json and the Core ML package from the bundle's
-/// `hydravit` folder, then every second reads the power state, asks the policy for k (unless
-/// pinned), runs the current sample and shows k, the reason, the latency and the top-5.
+/// `hydravit` folder, then every second reads the power state, asks the policy for (k, precision)
+/// (unless pinned), runs the current sample and shows k, the reason, the latency and the top-5.
+/// The options are the (k, precision) pairs the bundled export holds (manifest entries coreml,
+/// coreml-fp16, coreml-int8); one precision's package is open at a time.
 /// Launched with `-benchmark YES [-runs 30] [-warmup 5]` it runs the benchmark first.
 @MainActor
 final class DemoModel: ObservableObject {
@@ -15,10 +17,11 @@ final class DemoModel: ObservableObject {
     @Published var resultText = ""
     @Published var benchmarkStatus = ""
     @Published var ks: [Int] = []
+    @Published var options: [OptionRef] = []
     @Published var image: UIImage?
     @Published var isBenchmarking = false
-    @Published var pinnedK: Int? = nil {
-        didSet { if pinnedK == nil { policy?.reset() } }
+    @Published var pinned: OptionRef? = nil {
+        didSet { if pinned == nil { policy?.reset() } }
     }
 
     private let power = PowerMonitor()
@@ -50,21 +53,24 @@ final class DemoModel: ObservableObject {
             let m = try ExportManifest(data: data)
             let t = try m.transform  // refuses an interpolation the app does not implement, e.g. nearest
             decisionText = "compiling and loading the Core ML package..."
-            let e = try await CoreMLEngine.open(resources: dir, manifest: m, manifestData: data)
-            let loadMs = try await e.prepare(e.ks.last!)
             resources = dir
             manifest = m
             transform = t
             manifestData = data
-            engine = e
-            ks = e.ks
-            chooseTable()
+            options = try m.options(Contract.coremlTarget)
+            guard !options.isEmpty else { throw DemoError(message: "the export has no Core ML artifacts") }
+            ks = Array(Set(options.map { $0.k })).sorted()
+            let first = chooseTable()
+            let e = try await engineFor(first.precision ?? "fp32")
+            let loadMs = try await e.prepare(first.k)
             let sampleDir = dir.appendingPathComponent(Contract.samplesDir)
             samples = ((try? FileManager.default.contentsOfDirectory(at: sampleDir, includingPropertiesForKeys: nil)) ?? [])
                 .filter { ["png", "jpg", "jpeg"].contains($0.pathExtension.lowercased()) }
                 .sorted { $0.lastPathComponent < $1.lastPathComponent }
             nextImage()
-            decisionText = "loaded \(e.mode) Core ML package (k \(e.ks.first!)...\(e.ks.last!)) in \(Int(loadMs)) ms; \(tableNote)"
+            let precisions = m.variants(Contract.coremlTarget).map { $0.precision }.joined(separator: "/")
+            decisionText = "loaded \(e.mode) \(e.precision) Core ML package (k \(e.ks.first!)...\(e.ks.last!)) in \(Int(loadMs)) ms; " +
+                "options: \(precisions); \(tableNote)"
             if UserDefaults.standard.bool(forKey: Contract.argBenchmark) {
                 await runBenchmark()
             }
@@ -76,26 +82,49 @@ final class DemoModel: ObservableObject {
         }
     }
 
-    private func chooseTable() {
-        guard let dir = resources else { return }
+    /// The largest k, at its first precision (fp32 where bundled).
+    private func defaultOption() -> OptionRef {
+        let top = options.map { $0.k }.max() ?? 0
+        return options.first { $0.k == top } ?? OptionRef(k: top)
+    }
+
+    /// The engine of `precision`, opened on first use; the engine of another precision is released.
+    private func engineFor(_ precision: String) async throws -> CoreMLEngine {
+        if let engine, engine.precision == precision { return engine }
+        guard let manifest, let resources else { throw DemoError(message: "no export loaded") }
+        engine = nil
+        let e = try await CoreMLEngine.open(resources: resources, manifest: manifest, manifestData: manifestData,
+                                            precision: precision)
+        engine = e
+        return e
+    }
+
+    /// The policy over the bundled options; returns the option to build first (the policy's pick).
+    private func chooseTable() -> OptionRef {
+        guard let dir = resources else { return defaultOption() }
         guard let data = try? Data(contentsOf: dir.appendingPathComponent(Contract.lutFile)) else {
             tableNote = "no \(Contract.lutFile) bundled: auto uses the largest k"
-            return
+            return defaultOption()
         }
         do {
             let table = try Lut(data: data)
             lut = table
             let choice = try Tables.choose(lut: table, deviceName: DeviceFacts.modelIdentifier, backend: Contract.backendCoreML,
                                            ownReport: BenchmarkRunner.lastReport())
-            policy = try choice.device.state()
+            let runnable = try choice.device.stateFor(options)
+            policy = runnable.state
             tableNote = "latencies: \(choice.source)" + (choice.fallback ? " - run the benchmark on this device" : "")
+                + (runnable.standIn ? " (no rows of the bundled precisions: its latencies per k stand in)" : "")
+            let d = try Policy.decide(options: runnable.state.options, policy: runnable.state.policy, inputs: power.read())
+            return OptionRef(k: d.k, precision: d.precision)
         } catch {
             tableNote = "lut.json unusable: \(error)"
+            return defaultOption()
         }
     }
 
     func step() async {
-        guard let engine, !busy, !isBenchmarking, !input.isEmpty else { return }
+        guard !options.isEmpty, !busy, !isBenchmarking, !input.isEmpty else { return }
         busy = true
         defer { busy = false }
         let inputs = power.read()
@@ -107,9 +136,11 @@ final class DemoModel: ObservableObject {
         } catch {
             decisionText = "policy error: \(error)"
         }
-        let k = pinnedK ?? decision?.k ?? ks.last ?? 0
-        let why = pinnedK != nil ? "pinned by hand" : decision.map { "limited by \($0.limit): \($0.reason)" } ?? tableNote
+        let option = pinned ?? decision.map { OptionRef(k: $0.k, precision: $0.precision) } ?? defaultOption()
+        let k = option.k
+        let why = pinned != nil ? "pinned by hand" : decision.map { "limited by \($0.limit): \($0.reason)" } ?? tableNote
         do {
+            let engine = try await engineFor(option.precision ?? "fp32")
             let start = DispatchTime.now().uptimeNanoseconds
             let logits = try await engine.predict(input, k: k)
             let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
@@ -117,7 +148,7 @@ final class DemoModel: ObservableObject {
             let top = Imaging.topK(logits, 5).map { index, p in
                 "  \(index < labels.count ? labels[index] : "class \(index)")  \(String(format: "%.1f", 100 * p))%"
             }.joined(separator: "\n")
-            decisionText = "k = \(k) of \(ks.last ?? k)\n\(why)\n\(tableNote)"
+            decisionText = "k = \(k) of \(ks.last ?? k), \(engine.precision)\n\(why)\n\(tableNote)"
             resultText = "\(String(format: "%.1f", ms)) ms (incl. a function load after a switch) for \(inputLabel)\ntop-5:\n\(top)"
         } catch {
             resultText = "inference failed: \(error.localizedDescription)"
@@ -152,20 +183,22 @@ final class DemoModel: ObservableObject {
     }
 
     func runBenchmark() async {
-        guard let engine, let manifest, let resources, !isBenchmarking else { return }
+        guard let manifest, let resources, !options.isEmpty, !isBenchmarking else { return }
         isBenchmarking = true
         defer { isBenchmarking = false }
         let defaults = UserDefaults.standard
         let runs = defaults.integer(forKey: Contract.argRuns) > 0 ? defaults.integer(forKey: Contract.argRuns) : 30
         let warmup = defaults.object(forKey: Contract.argWarmup) != nil ? defaults.integer(forKey: Contract.argWarmup) : 5
         do {
-            _ = try await BenchmarkRunner.run(engine: engine, manifest: manifest, manifestData: manifestData,
+            let precisions = manifest.variants(Contract.coremlTarget).map { $0.precision }
+            _ = try await BenchmarkRunner.run(precisions: precisions, open: { [unowned self] in try await self.engineFor($0) },
+                                              manifest: manifest, manifestData: manifestData,
                                               resources: resources, runs: runs, warmup: warmup) { [weak self] text in
                 self?.benchmarkStatus = text
             }
             if let report = BenchmarkRunner.lastReport(), let entry = Tables.entryFromReport(report, backend: Contract.backendCoreML),
                let table = lut {
-                policy = try LutDevice(entry: entry, policy: table.policy).state()
+                policy = try LutDevice(entry: entry, policy: table.policy).stateFor(options).state
                 tableNote = "latencies: this device's benchmark"
             }
             benchmarkStatus += "\nshare it from the Files app (On My iPhone > HydraDemo) and run `hydravit-edge bench import FILE`"

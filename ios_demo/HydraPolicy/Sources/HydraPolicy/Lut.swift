@@ -74,6 +74,23 @@ public struct LutDevice {
     public func state(previousK: Int) throws -> PolicyState {
         try state(previous: OptionRef(k: previousK))
     }
+
+    /// The policy over the (k, precision) options the app can run (`available`: what the bundled export
+    /// holds), as the Python runtime builds it: the LUT's rows among them; with no row of their
+    /// precisions, each available option takes the latency of its k's default row (`standIn`).
+    public func stateFor(_ available: [OptionRef], previous: OptionRef? = nil) throws -> (state: PolicyState, standIn: Bool) {
+        let wanted = Set(available.map { OptionRef(k: $0.k, precision: $0.precision ?? "fp32") })
+        let own = options.filter { wanted.contains($0.ref) }
+        if !own.isEmpty { return (try PolicyState(options: own, policy: policy, previous: previous), false) }
+        let standIn = wanted.filter { latency[$0.k] != nil }
+            .sorted { $0.k != $1.k ? $0.k < $1.k : precisionBefore($0.precision!, $1.precision!) }
+            .map { PolicyOption(k: $0.k, precision: $0.precision!, p90Ms: latency[$0.k]!) }
+        guard !standIn.isEmpty else {
+            let ks = Array(Set(wanted.map { $0.k })).sorted()
+            throw PolicyError("no_common_k", "the LUT rows of device '\(name)' cover k \(self.ks), the app can run \(ks): none in common")
+        }
+        return (try PolicyState(options: standIn, policy: policy, previous: previous), true)
+    }
 }
 
 public struct Lut {

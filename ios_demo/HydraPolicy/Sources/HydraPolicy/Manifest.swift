@@ -18,6 +18,8 @@ public struct ArtifactInfo: Equatable {
     public let mode: String
     public let inputs: [TensorInfo]
     public let outputs: [TensorInfo]
+    /// The entry's precision (fp32, fp16, int8, int8-static).
+    public var precision: String = "fp32"
 
     /// The input holding the image (named `image`, else the first float input).
     public var imageInput: String {
@@ -90,19 +92,59 @@ public struct ExportManifest {
 
     public func hasTarget(_ name: String) -> Bool { targets[name] != nil }
 
+    /// The export target of entry `key` (`coreml-int8` -> `coreml`): its `target`, else the key.
+    public func baseTarget(_ key: String) -> String {
+        ((targets[key] as? [String: Any])?["target"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? key
+    }
+
+    /// The precision of entry `key` (fp32 when the entry does not say).
+    public func precision(_ key: String) -> String {
+        ((targets[key] as? [String: Any])?["precision"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? "fp32"
+    }
+
+    /// (precision, entry key) of `target`'s artifacts, in the precision order (others after, by name).
+    public func variants(_ target: String) -> [(precision: String, key: String)] {
+        targetNames.filter { baseTarget($0) == target }.map { (precision: precision($0), key: $0) }
+            .sorted { precisionBefore($0.precision, $1.precision) }
+    }
+
+    /// The entry key of `target` at `precision`; an error naming the precisions there are.
+    public func keyFor(_ target: String, precision: String = "fp32") throws -> String {
+        let found = variants(target)
+        guard let hit = found.first(where: { $0.precision == precision }) else {
+            let have = found.isEmpty ? "none" : found.map { $0.precision }.joined(separator: ", ")
+            throw PolicyError("invalid_manifest", "the export has no \(precision) '\(target)' artifacts (precisions there: " +
+                              "\(have); export them with --precision \(precision))")
+        }
+        return hit.key
+    }
+
+    /// The (k, precision) options of `target`: every record of each of its precisions.
+    public func options(_ target: String) throws -> [OptionRef] {
+        var out: [OptionRef] = []
+        for v in variants(target) {
+            for r in try artifacts(target: v.key) where !out.contains(OptionRef(k: r.k, precision: r.precision)) {
+                out.append(OptionRef(k: r.k, precision: r.precision))
+            }
+        }
+        return out
+    }
+
+    /// The records of entry `target` (a key: coreml, coreml-int8, ...), sorted by k.
     public func artifacts(target: String) throws -> [ArtifactInfo] {
         guard let t = targets[target] as? [String: Any] else {
             throw PolicyError("invalid_manifest", "the export has no '\(target)' artifacts (it has: \(targetNames.joined(separator: ", ")))")
         }
         let defaultMode = t["mode"] as? String ?? "per-k"
         let records = t["artifacts"] as? [[String: Any]] ?? []
+        let precision = precision(target)
         return try records.map { r in
             guard let k = jsonNumber(r["k"]), let file = r["file"] as? String else {
                 throw PolicyError("invalid_manifest", "an artifact record needs k and file")
             }
             return ArtifactInfo(k: Int(k), file: file, entry: r["entry"] as? String,
                                 entryKind: r["entry_kind"] as? String ?? "graph", mode: r["mode"] as? String ?? defaultMode,
-                                inputs: tensors(r["inputs"]), outputs: tensors(r["outputs"]))
+                                inputs: tensors(r["inputs"]), outputs: tensors(r["outputs"]), precision: precision)
         }.sorted { $0.k < $1.k }
     }
 

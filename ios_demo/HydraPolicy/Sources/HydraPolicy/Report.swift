@@ -85,9 +85,11 @@ public struct ReportRow {
     public var notes: [String] = []
 
     public init(k: Int, backend: String, artifact: String, target: String? = nil, mode: String? = nil,
-                entry: String? = nil, compute: String? = nil, latency: LatencyStats?, loadMs: Double? = nil,
-                switchMs: Double? = nil, peakRssMb: Double? = nil, fileBytes: Int? = nil, notes: [String] = []) {
+                entry: String? = nil, compute: String? = nil, precision: String? = "fp32", latency: LatencyStats?,
+                loadMs: Double? = nil, switchMs: Double? = nil, peakRssMb: Double? = nil, fileBytes: Int? = nil,
+                notes: [String] = []) {
         self.k = k
+        self.precision = precision
         self.backend = backend
         self.artifact = artifact
         self.target = target

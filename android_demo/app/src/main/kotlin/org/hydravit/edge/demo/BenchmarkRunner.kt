@@ -16,21 +16,25 @@ import java.io.File
 import kotlin.random.Random
 
 /**
- * Benchmark mode: every k, [warmup] untimed then [runs] timed batch-1 runs, written as a
- * report in the harness's schema to the app's external files dir (Contract.REPORT_FILE),
+ * Benchmark mode: every k at every bundled precision of [backend] ([precisions], each opened with
+ * [open]), [warmup] untimed then [runs] timed batch-1 runs, written as a report in the harness's
+ * schema (one row per k and precision) to the app's external files dir (Contract.REPORT_FILE),
  * where `hydravit-edge bench android` pulls it.
  */
 class BenchmarkRunner(
     private val context: Context,
     private val store: AssetStore,
     private val manifest: ExportManifest,
-    private val engine: InferenceEngine,
+    private val backend: String,
+    private val precisions: List<String>,
+    private val open: (String) -> InferenceEngine,
     private val runs: Int,
     private val warmup: Int,
     private val progress: (String) -> Unit,
 ) {
     fun run(): File {
         require(runs >= 1 && warmup >= 0) { "runs must be >= 1 and warmup >= 0" }
+        require(precisions.isNotEmpty()) { "no precision to benchmark" }
         val rng = Random(0)
         val input = FloatArray(manifest.inChans * manifest.imgSize * manifest.imgSize) { rng.nextFloat() * 2f - 1f }
         val builder = ReportBuilder(
@@ -40,26 +44,29 @@ class BenchmarkRunner(
             toolVersion = BuildConfig.VERSION_NAME,
             settings = mapOf("threads" to null, "batch" to 1, "runs" to runs, "warmup" to warmup,
                 "protocol" to "Android demo app, one process for every k; peak_rss_mb is the process high-water mark so far"),
-            model = JSONObject().put("heads", JSONArray(engine.ks)).put("img_size", manifest.imgSize)
-                .put("num_classes", manifest.numClasses),
+            model = JSONObject().put("heads", JSONArray(Engines.options(backend, manifest).map { it.k }.distinct().sorted()))
+                .put("img_size", manifest.imgSize).put("num_classes", manifest.numClasses),
         )
-        var previous: Int? = null
-        for (k in engine.ks) {
-            progress("benchmark ${engine.backend}: k=$k (${engine.ks.indexOf(k) + 1}/${engine.ks.size})")
-            engine.prepare(k)  // single artifact: loaded once (load_ms repeats that load); per-k: this k's file
-            val loadMs = engine.loadMs
-            val first = time { engine.run(input, k) }  // the first run after switching from the previous k
-            repeat(maxOf(0, warmup - 1)) { engine.run(input, k) }
-            val samples = List(runs) { time { engine.run(input, k) } }
-            val stats = LatencyStats.of(samples)
-            val rec = engine.record(k)
-            builder.add(ReportRow(
-                k = k, backend = engine.backend, artifact = rec.file, target = engine.target, mode = engine.mode,
-                entry = rec.entry, compute = "cpu", precision = "fp32", latency = stats, loadMs = loadMs,
-                switchMs = if (engine.mode == "single" && previous != null) first - stats.medianMs else null,
-                peakRssMb = peakRssMb(), fileBytes = store.size(rec.file),
-            ))
-            previous = k
+        for (precision in precisions) {
+            val engine = open(precision)  // closes the previous precision's engine
+            var previous: Int? = null
+            for (k in engine.ks) {
+                progress("benchmark ${engine.backend} $precision: k=$k (${engine.ks.indexOf(k) + 1}/${engine.ks.size})")
+                engine.prepare(k)  // single artifact: loaded once (load_ms repeats that load); per-k: this k's file
+                val loadMs = engine.loadMs
+                val first = time { engine.run(input, k) }  // the first run after switching from the previous k
+                repeat(maxOf(0, warmup - 1)) { engine.run(input, k) }
+                val samples = List(runs) { time { engine.run(input, k) } }
+                val stats = LatencyStats.of(samples)
+                val rec = engine.record(k)
+                builder.add(ReportRow(
+                    k = k, backend = engine.backend, artifact = rec.file, target = engine.target, mode = engine.mode,
+                    entry = rec.entry, compute = "cpu", precision = engine.precision, latency = stats, loadMs = loadMs,
+                    switchMs = if (engine.mode == "single" && previous != null) first - stats.medianMs else null,
+                    peakRssMb = peakRssMb(), fileBytes = store.size(rec.file),
+                ))
+                previous = k
+            }
         }
         val out = File(context.getExternalFilesDir(null) ?: context.filesDir, Contract.REPORT_FILE)
         builder.write(out)
@@ -85,7 +92,7 @@ class BenchmarkRunner(
             context.getSystemService(ActivityManager::class.java).getMemoryInfo(it)
         }
         val soc = if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.S) "${Build.SOC_MANUFACTURER} ${Build.SOC_MODEL}" else Build.HARDWARE
-        val version = if (engine.backend == Contract.BACKEND_ONNXRUNTIME) BuildConfig.ONNXRUNTIME_VERSION else BuildConfig.EXECUTORCH_VERSION
+        val version = if (backend == Contract.BACKEND_ONNXRUNTIME) BuildConfig.ONNXRUNTIME_VERSION else BuildConfig.EXECUTORCH_VERSION
         return DeviceInfo(
             name = Build.MODEL,
             platform = "android",
@@ -95,7 +102,7 @@ class BenchmarkRunner(
             cpu = "$soc (${Build.SUPPORTED_ABIS.firstOrNull() ?: "?"})",
             cpuCores = Runtime.getRuntime().availableProcessors(),
             memoryMb = memory.totalMem / 1e6,
-            runtimes = mapOf(engine.backend to version),
+            runtimes = mapOf(backend to version),
         )
     }
 }

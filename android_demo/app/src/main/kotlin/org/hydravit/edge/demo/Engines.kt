@@ -6,6 +6,7 @@ import ai.onnxruntime.OrtSession
 import org.hydravit.edge.policy.ArtifactInfo
 import org.hydravit.edge.policy.Contract
 import org.hydravit.edge.policy.ExportManifest
+import org.hydravit.edge.policy.OptionRef
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
@@ -14,15 +15,17 @@ import java.nio.IntBuffer
 import java.nio.LongBuffer
 
 /**
- * One loaded model that runs any exported k.  With the single artifact (the default export)
- * the file is loaded once and k is chosen per run; with per-k files the file of k is loaded
- * when k changes.
+ * One loaded model that runs any exported k at one precision (the manifest entry of its target at
+ * that precision: onnx, onnx-int8, ...).  With the single artifact (the default export) the file is
+ * loaded once and k is chosen per run; with per-k files the file of k is loaded when k changes.
  */
 interface InferenceEngine : AutoCloseable {
     /** Report `backend` (onnxruntime, executorch). */
     val backend: String
     /** Manifest target (onnx, executorch). */
     val target: String
+    /** Precision of its artifacts (fp32, fp16, int8, int8-static). */
+    val precision: String
     /** "single" or "per-k". */
     val mode: String
     val ks: List<Int>
@@ -38,8 +41,9 @@ interface InferenceEngine : AutoCloseable {
     fun run(input: FloatArray, k: Int): FloatArray
 }
 
-abstract class ManifestEngine(manifest: ExportManifest, final override val target: String) : InferenceEngine {
-    private val records: List<ArtifactInfo> = manifest.artifacts(target).let { all ->
+abstract class ManifestEngine(manifest: ExportManifest, final override val target: String, final override val precision: String) :
+    InferenceEngine {
+    private val records: List<ArtifactInfo> = manifest.artifacts(manifest.keyFor(target, precision)).let { all ->
         all.filter { it.mode == "single" }.ifEmpty { all }
     }
     protected val shape = longArrayOf(1, manifest.inChans.toLong(), manifest.imgSize.toLong(), manifest.imgSize.toLong())
@@ -49,7 +53,7 @@ abstract class ManifestEngine(manifest: ExportManifest, final override val targe
         protected set
 
     override fun record(k: Int): ArtifactInfo =
-        records.firstOrNull { it.k == k } ?: throw IllegalArgumentException("k=$k is not exported for $target (have $ks)")
+        records.firstOrNull { it.k == k } ?: throw IllegalArgumentException("k=$k is not exported for $target $precision (have $ks)")
 
     protected fun <T> timedLoad(block: () -> T): T {
         val t0 = System.nanoTime()
@@ -63,8 +67,8 @@ abstract class ManifestEngine(manifest: ExportManifest, final override val targe
  * lazy mode does); otherwise the single graph takes `image` and `heads` (int64 [1]) per run.
  * Graphs with external weights (`hydravit.onnx.data`) are opened by path, the data file next to them.
  */
-class OnnxEngine(private val store: AssetStore, manifest: ExportManifest, private val threads: Int? = null) :
-    ManifestEngine(manifest, Contract.ONNX_TARGET) {
+class OnnxEngine(private val store: AssetStore, manifest: ExportManifest, precision: String = "fp32", private val threads: Int? = null) :
+    ManifestEngine(manifest, Contract.ONNX_TARGET, precision) {
     override val backend = Contract.BACKEND_ONNXRUNTIME
     private val env = OrtEnvironment.getEnvironment()
     private var file: String? = null
@@ -121,12 +125,24 @@ class OnnxEngine(private val store: AssetStore, manifest: ExportManifest, privat
     }
 }
 
-/** ExecuTorch: the single .pte has one method per k (forward_k3, ...); per-k files have `forward`. */
-class ExecuTorchEngine(private val store: AssetStore, manifest: ExportManifest) :
-    ManifestEngine(manifest, Contract.EXECUTORCH_TARGET) {
+/**
+ * ExecuTorch: the single .pte has one method per k (forward_k3, ...); per-k files have `forward`.
+ * The int8 single artifact ([ArtifactInfo.needsNamedData]) is not opened: k's program loads only with
+ * its named data, and ExecuTorch's Android `Module` takes no data file ([Engines.canOpen]).
+ */
+class ExecuTorchEngine(private val store: AssetStore, manifest: ExportManifest, precision: String = "fp32") :
+    ManifestEngine(manifest, Contract.EXECUTORCH_TARGET, precision) {
     override val backend = Contract.BACKEND_EXECUTORCH
     private var file: String? = null
     private var module: Module? = null
+
+    init {
+        require(ks.all { Engines.canOpen(Contract.BACKEND_EXECUTORCH, record(it)) }) {
+            "the bundled executorch $precision artifact is a single int8 artifact: each k's program needs named data " +
+                "cut from hydravit.weights, which ExecuTorch's Android Module cannot load; bundle " +
+                "`hydravit-edge export --target executorch --mode per-k --precision $precision` or the onnx $precision artifact"
+        }
+    }
 
     override fun prepare(k: Int) {
         val rec = record(k)
@@ -152,15 +168,26 @@ class ExecuTorchEngine(private val store: AssetStore, manifest: ExportManifest) 
 }
 
 object Engines {
-    /** Backends the bundled manifest has artifacts for, preferred first. */
-    fun available(manifest: ExportManifest): List<String> = listOfNotNull(
-        Contract.BACKEND_ONNXRUNTIME.takeIf { manifest.hasTarget(Contract.ONNX_TARGET) },
-        Contract.BACKEND_EXECUTORCH.takeIf { manifest.hasTarget(Contract.EXECUTORCH_TARGET) },
-    )
+    private fun targetOf(backend: String): String = when (backend) {
+        Contract.BACKEND_ONNXRUNTIME -> Contract.ONNX_TARGET
+        Contract.BACKEND_EXECUTORCH -> Contract.EXECUTORCH_TARGET
+        else -> throw IllegalArgumentException("unknown backend '$backend' (onnxruntime or executorch)")
+    }
 
-    fun open(backend: String, store: AssetStore, manifest: ExportManifest): InferenceEngine = when (backend) {
-        Contract.BACKEND_ONNXRUNTIME -> OnnxEngine(store, manifest)
-        Contract.BACKEND_EXECUTORCH -> ExecuTorchEngine(store, manifest)
+    /** Whether [backend] can open [rec] here: ExecuTorch's Android Module takes no named-data file. */
+    fun canOpen(backend: String, rec: ArtifactInfo): Boolean = backend != Contract.BACKEND_EXECUTORCH || !rec.needsNamedData
+
+    /** The (k, precision) options [backend] can run from the bundled export, precision order. */
+    fun options(backend: String, manifest: ExportManifest): List<OptionRef> =
+        manifest.options(targetOf(backend)) { canOpen(backend, it) }
+
+    /** Backends the bundled manifest has artifacts they can open, preferred first. */
+    fun available(manifest: ExportManifest): List<String> =
+        listOf(Contract.BACKEND_ONNXRUNTIME, Contract.BACKEND_EXECUTORCH).filter { options(it, manifest).isNotEmpty() }
+
+    fun open(backend: String, store: AssetStore, manifest: ExportManifest, precision: String = "fp32"): InferenceEngine = when (backend) {
+        Contract.BACKEND_ONNXRUNTIME -> OnnxEngine(store, manifest, precision)
+        Contract.BACKEND_EXECUTORCH -> ExecuTorchEngine(store, manifest, precision)
         else -> throw IllegalArgumentException("unknown backend '$backend' (onnxruntime or executorch)")
     }
 }

@@ -22,6 +22,8 @@ import org.hydravit.edge.policy.EvalTransform
 import org.hydravit.edge.policy.ExportManifest
 import org.hydravit.edge.policy.Imaging
 import org.hydravit.edge.policy.Lut
+import org.hydravit.edge.policy.OptionRef
+import org.hydravit.edge.policy.Policy
 import org.hydravit.edge.policy.PolicyState
 import org.hydravit.edge.policy.Tables
 import org.json.JSONObject
@@ -31,8 +33,10 @@ import java.util.concurrent.Executors
 import kotlin.random.Random
 
 /**
- * The demo: one model, k chosen every second from battery/charging/power-save/thermal state
- * through the LUT's policy (or pinned by hand), top-5 of a bundled sample image.
+ * The demo: one model, (k, precision) chosen every second from battery/charging/power-save/thermal
+ * state through the LUT's policy (or pinned by hand), top-5 of a bundled sample image.  The options
+ * are the (k, precision) pairs the bundled export holds for the backend (manifest entries onnx,
+ * onnx-int8, ...: Engines.options); one precision's engine is open at a time.
  * Started with `--ez benchmark true [--ei runs N] [--ei warmup W] [--es backend executorch]` it
  * first runs the benchmark and writes the report (see BenchmarkRunner).
  *
@@ -52,7 +56,10 @@ class MainActivity : Activity() {
 
     private var manifest: ExportManifest? = null
     private var evalTransform: EvalTransform? = null
+    private var backend: String = ""
+    /** The open engine and its precision (one at a time: switching precision closes the other). */
     private var engine: InferenceEngine? = null
+    private var options: List<OptionRef> = emptyList()
     private var policy: PolicyState? = null
     private var tableNote = ""
     private var samples: List<String> = emptyList()
@@ -60,7 +67,7 @@ class MainActivity : Activity() {
     private var input: FloatArray? = null
     private var inputLabel = ""
 
-    @Volatile private var pinnedK: Int? = null
+    @Volatile private var pinned: OptionRef? = null
     @Volatile private var looping = false
 
     override fun onCreate(savedInstanceState: Bundle?) {
@@ -108,35 +115,55 @@ class MainActivity : Activity() {
             val m = ExportManifest.parse(store.text(Contract.MANIFEST_FILE))
             val transform = m.transform  // refuses an interpolation the app does not implement, e.g. nearest
             val backends = Engines.available(m)
-            check(backends.isNotEmpty()) { "the bundled export has neither ONNX nor ExecuTorch artifacts" }
-            val backend = intent.getStringExtra(Contract.EXTRA_BACKEND) ?: backends.first()
-            val e = Engines.open(backend, store, m)
-            e.prepare(e.ks.last())
+            check(backends.isNotEmpty()) { "the bundled export has no ONNX or ExecuTorch artifacts this app can open" }
+            backend = intent.getStringExtra(Contract.EXTRA_BACKEND) ?: backends.first()
+            options = Engines.options(backend, m)
+            check(options.isNotEmpty()) { "the bundled export has no $backend artifacts this app can open" }
             manifest = m
             evalTransform = transform
-            engine = e
+            var first = defaultOption()
             if (store.exists(Contract.LUT_FILE)) {
                 val lut = Lut.parse(store.text(Contract.LUT_FILE))
                 val choice = Tables.choose(lut, Build.MODEL, backend, ownReport())
-                policy = choice.device.state()
-                tableNote = "latencies: ${choice.source}" + if (choice.fallback) " - run benchmark mode for this phone" else ""
+                val runnable = choice.device.stateFor(options)
+                policy = runnable.state
+                tableNote = "latencies: ${choice.source}" + (if (choice.fallback) " - run benchmark mode for this phone" else "") +
+                    if (runnable.standIn) " (no rows of the bundled precisions: its latencies per k stand in)" else ""
+                // build the policy's first pick, not a stand-in
+                first = Policy.decide(runnable.state.options, runnable.state.policy, power.read()).let { OptionRef(it.k, it.precision) }
             } else {
                 tableNote = "no ${Contract.LUT_FILE} bundled: auto uses the largest k"
             }
+            val e = engineFor(first.precision ?: "fp32")
+            e.prepare(first.k)
             samples = store.list(Contract.SAMPLES_DIR).filter { it.endsWith(".png") || it.endsWith(".jpg") || it.endsWith(".jpeg") }
             nextInput()
             main.post {
-                val items = listOf("auto (policy)") + e.ks.map { "pin k = $it" }
+                val several = options.map { it.precision }.distinct().size > 1
+                val items = listOf("auto (policy)") + options.map { "pin k = ${it.k}" + if (several) " ${it.precision}" else "" }
                 overrideSpinner.adapter = ArrayAdapter(this, android.R.layout.simple_spinner_item, items).also {
                     it.setDropDownViewResource(android.R.layout.simple_spinner_dropdown_item)
                 }
             }
             val loadMs = "%.0f".format(e.loadMs)
-            show(decisionText, "loaded ${e.backend} (${e.mode}, k ${e.ks.first()}..${e.ks.last()}) in $loadMs ms; $tableNote")
+            val precisions = options.mapNotNull { it.precision }.distinct().joinToString("/")
+            show(decisionText, "loaded ${e.backend} ${e.precision} (${e.mode}, k ${e.ks.first()}..${e.ks.last()}) in $loadMs ms; " +
+                "options: $precisions; $tableNote")
             if (intent.getBooleanExtra(Contract.EXTRA_BENCHMARK, false)) benchmark(intent)
         } catch (t: Throwable) {
             show(decisionText, "error: ${t.message ?: t}")
         }
+    }
+
+    /** The largest k, at its first precision (fp32 where bundled). */
+    private fun defaultOption(): OptionRef = options.filter { it.k == options.maxOf { o -> o.k } }.first()
+
+    /** The engine of [precision], opened on first use; the open engine of another precision is closed first. */
+    private fun engineFor(precision: String): InferenceEngine {
+        engine?.takeIf { it.precision == precision }?.let { return it }
+        engine?.close()
+        engine = null
+        return Engines.open(backend, store, manifest!!, precision).also { engine = it }
     }
 
     private fun ownReport(): JSONObject? = try {
@@ -146,17 +173,18 @@ class MainActivity : Activity() {
     }
 
     private fun benchmark(intent: Intent) {
-        val e = engine ?: return
         val m = manifest ?: return
+        if (options.isEmpty()) return
         try {
             val runs = intent.getIntExtra(Contract.EXTRA_RUNS, 30)
             val warmup = intent.getIntExtra(Contract.EXTRA_WARMUP, 5)
-            val out = BenchmarkRunner(this, store, m, e, runs, warmup) { show(resultText, it) }.run()
+            val precisions = options.mapNotNull { it.precision }.distinct()
+            val out = BenchmarkRunner(this, store, m, backend, precisions, ::engineFor, runs, warmup) { show(resultText, it) }.run()
             val report = JSONObject(out.readText())
-            Tables.entryFromReport(report, e.backend)?.let { entry ->
+            Tables.entryFromReport(report, backend)?.let { entry ->
                 if (store.exists(Contract.LUT_FILE)) {
                     val lut = Lut.parse(store.text(Contract.LUT_FILE))
-                    policy = org.hydravit.edge.policy.LutDevice(entry, lut.policy).state()
+                    policy = org.hydravit.edge.policy.LutDevice(entry, lut.policy).stateFor(options).state
                     tableNote = "latencies: this phone's benchmark"
                 }
             }
@@ -177,7 +205,7 @@ class MainActivity : Activity() {
     }
 
     private fun step() {
-        val e = engine ?: return
+        if (options.isEmpty()) return
         val x = input ?: return
         val inputs = power.read()
         val battery = inputs.battery?.let { "%.0f%%".format(it) } ?: "unknown"
@@ -189,12 +217,19 @@ class MainActivity : Activity() {
             show(decisionText, "policy error: ${t.message}")
             null
         }
-        val pinned = pinnedK
-        val k = pinned ?: decision?.k ?: e.ks.last()
+        val pin = pinned
+        val option = pin ?: decision?.let { OptionRef(it.k, it.precision) } ?: defaultOption()
+        val k = option.k
         val why = when {
-            pinned != null -> "pinned by hand"
+            pin != null -> "pinned by hand"
             decision != null -> "limited by ${decision.limit}: ${decision.reason}"
             else -> tableNote
+        }
+        val e = try {
+            engineFor(option.precision ?: "fp32")
+        } catch (t: Throwable) {
+            show(decisionText, "cannot open ${option.text()}: ${t.message}")
+            return
         }
         val t0 = System.nanoTime()
         val logits = e.run(x, k)
@@ -203,7 +238,7 @@ class MainActivity : Activity() {
         val top = Imaging.topK(logits, 5).joinToString("\n") { (i, p) ->
             "  %-24s %5.1f%%".format(labels.getOrElse(i) { "class $i" }, 100 * p)
         }
-        show(decisionText, "k = $k of ${e.ks.last()}  (${e.backend}, ${e.mode})\n$why\n$tableNote")
+        show(decisionText, "k = $k of ${e.ks.last()}, ${e.precision}  (${e.backend}, ${e.mode})\n$why\n$tableNote")
         show(resultText, "${"%.1f".format(ms)} ms for $inputLabel\ntop-5:\n$top")
     }
 
@@ -263,12 +298,12 @@ class MainActivity : Activity() {
         overrideSpinner = Spinner(this).apply {
             onItemSelectedListener = object : AdapterView.OnItemSelectedListener {
                 override fun onItemSelected(parent: AdapterView<*>?, view: View?, position: Int, id: Long) {
-                    pinnedK = if (position == 0) null else engine?.ks?.getOrNull(position - 1)
-                    if (pinnedK == null) worker.execute { policy?.reset() }
+                    pinned = if (position == 0) null else options.getOrNull(position - 1)
+                    if (pinned == null) worker.execute { policy?.reset() }
                 }
 
                 override fun onNothingSelected(parent: AdapterView<*>?) {
-                    pinnedK = null
+                    pinned = null
                 }
             }
         }

@@ -80,8 +80,30 @@ class LutDevice(val entry: JSONObject, val policy: PolicyConfig) {
 
     fun state(previous: OptionRef? = null): PolicyState = PolicyState(options, policy, previous)
 
+    /**
+     * The policy over the (k, precision) options the app can run ([available]: what the bundled export
+     * holds for its backend), as the Python runtime builds it: the LUT's rows among them; with no row of
+     * their precisions, each available option takes the latency of its k's default row ([RunnableState.standIn]).
+     * Throws PolicyException("no_common_k") when the LUT has none of their k.
+     */
+    fun stateFor(available: Collection<OptionRef>, previous: OptionRef? = null): RunnableState {
+        val wanted = available.map { OptionRef(it.k, it.precision ?: "fp32") }.toSet()
+        val own = options.filter { it.ref in wanted }
+        if (own.isNotEmpty()) return RunnableState(PolicyState(own, policy, previous), false)
+        val standIn = wanted.filter { it.k in latency }.sortedWith(compareBy({ it.k }, { precisionIndex(it.precision!!) }))
+            .map { PolicyOption(it.k, it.precision!!, latency.getValue(it.k)) }
+        if (standIn.isEmpty()) {
+            throw PolicyException("no_common_k", "the LUT rows of device '$name' cover k $ks, the app can run " +
+                "${wanted.map { it.k }.distinct().sorted()}: none in common")
+        }
+        return RunnableState(PolicyState(standIn, policy, previous), true)
+    }
+
     fun state(previousK: Int): PolicyState = state(OptionRef(previousK))
 }
+
+/** A policy over the options an app can run; [standIn]: the LUT has no row of their precisions (its k's latencies stand in). */
+data class RunnableState(val state: PolicyState, val standIn: Boolean)
 
 class Lut(val json: JSONObject) {
     val devices: List<JSONObject>

@@ -30,7 +30,21 @@ data class ArtifactInfo(
     val lazyGraph: String? = null,
     /** The external weights file `file` (and `lazyGraph`) read, relative to the manifest; open such graphs by path. */
     val externalData: String? = null,
+    /** The entry's precision (fp32, fp16, int8, int8-static). */
+    val precision: String = "fp32",
+    /**
+     * ExecuTorch single artifacts: k's program (`extra.lazy_data.program`, relative to the manifest) and
+     * the weights file its named data (.ptd) is cut from.  Such a program loads only with that data
+     * (ExecuTorch's `Module` with a data file), which the Android `Module` API (ExecuTorch 1.5) cannot pass.
+     */
+    val namedDataProgram: String? = null,
 ) {
+    /**
+     * An int8 ExecuTorch single artifact: `file` is the shared weights file, not a program, so the
+     * record runs only through k's program with its named data ([namedDataProgram]).
+     */
+    val needsNamedData: Boolean get() = namedDataProgram != null && !file.endsWith(".pte")
+
     /** The input holding the image (the first float input, normally `image`). */
     val imageInput: TensorInfo?
         get() = inputs.firstOrNull { it.name == Contract.ONNX_IMAGE_INPUT } ?: inputs.firstOrNull { it.dtype.startsWith("float") }
@@ -87,6 +101,32 @@ class ExportManifest(val json: JSONObject) {
 
     fun targetNames(): List<String> = targets.keys().asSequence().toList()
 
+    /** The export target of entry [key] (`onnx-int8` -> `onnx`): its `target`, else the key. */
+    fun baseTarget(key: String): String = targets.optJSONObject(key)?.optString("target", "")?.takeIf { it.isNotEmpty() } ?: key
+
+    /** The precision of entry [key] (fp32 when the entry does not say). */
+    fun precision(key: String): String = targets.optJSONObject(key)?.let { t ->
+        if (t.isNull("precision")) null else t.optString("precision", "").takeIf { it.isNotEmpty() }
+    } ?: "fp32"
+
+    /** precision -> entry key of [target]'s artifacts, in [PRECISION_ORDER] (others after, by name). */
+    fun variants(target: String): Map<String, String> = targetNames().filter { baseTarget(it) == target }
+        .associateBy { precision(it) }
+        .toList().sortedWith(compareBy({ precisionIndex(it.first) }, { unknownName(it.first) })).toMap(LinkedHashMap())
+
+    /** The entry key of [target] at [precision]; a [ManifestException] naming the precisions there are. */
+    fun keyFor(target: String, precision: String = "fp32"): String = variants(target)[precision]
+        ?: throw ManifestException("the export has no $precision '$target' artifacts (precisions there: " +
+            "${variants(target).keys.joinToString(", ").ifEmpty { "none" }}; export them with --precision $precision)")
+
+    /**
+     * The (k, precision) options of [target] the app can run: every record of each of its precisions
+     * that [canOpen] accepts (e.g. not [ArtifactInfo.needsNamedData] where the runtime cannot pass a data file).
+     */
+    fun options(target: String, canOpen: (ArtifactInfo) -> Boolean = { true }): List<OptionRef> =
+        variants(target).values.flatMap { key -> artifacts(key).filter(canOpen).map { OptionRef(it.k, it.precision) } }.distinct()
+
+    /** The records of entry [target] (a key: onnx, onnx-int8, ...), sorted by k. */
     fun artifacts(target: String): List<ArtifactInfo> {
         val t = targets.optJSONObject(target)
             ?: throw ManifestException("the export has no '$target' artifacts (it has: ${targetNames().joinToString(", ")})")
@@ -107,6 +147,9 @@ class ExportManifest(val json: JSONObject) {
                 outputs = tensors(r.optJSONArray("outputs")),
                 lazyGraph = extra.optString("lazy_graph", "").takeIf { it.isNotEmpty() }?.let { folder + it },
                 externalData = extra.optString("external_data", "").takeIf { it.isNotEmpty() }?.let { folder + it },
+                precision = precision(target),
+                namedDataProgram = extra.optJSONObject("lazy_data")?.optString("program", "")
+                    ?.takeIf { it.isNotEmpty() }?.let { folder + it },
             )
         }.sortedBy { it.k }
     }

@@ -70,6 +70,16 @@ class DeviceTest {
         val manifest = ExportManifest.parse(File(path!!).readText())
         val onnx = manifest.artifacts(Contract.ONNX_TARGET)
         assertTrue(onnx.isNotEmpty())
+        val variants = manifest.variants(Contract.ONNX_TARGET)
+        for ((precision, key) in variants) {  // every precision's records: the same files in the entry's own folder
+            for (rec in manifest.artifacts(key)) {
+                assertEquals(precision, rec.precision)
+                assertEquals("$key/hydravit.onnx", rec.file)
+                assertEquals("$key/hydravit.k${rec.k}.onnx", rec.lazyGraph)
+                assertEquals("$key/hydravit.onnx.data", rec.externalData)
+                assertTrue(File(File(path).parentFile, rec.lazyGraph!!).isFile)
+            }
+        }
         for (rec in onnx) {
             assertEquals(Contract.ONNX_SINGLE_FILE, rec.file)
             assertEquals("single", rec.mode)
@@ -86,7 +96,8 @@ class DeviceTest {
         assertEquals(3, manifest.mean.size)
         assertEquals(3, manifest.inChans)
         assertTrue(manifest.imgSize > 0)
-        println("real manifest read: k=${onnx.map { it.k }} img_size=${manifest.imgSize} labels=${manifest.labels.size}")
+        println("real manifest read: k=${onnx.map { it.k }} img_size=${manifest.imgSize} labels=${manifest.labels.size} " +
+            "precisions=${variants.keys} options=${manifest.options(Contract.ONNX_TARGET).map { "${it.k}@${it.precision}" }}")
     }
 
     @Test
