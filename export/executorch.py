@@ -31,8 +31,8 @@ and ``int8-static`` (calibrated) as per-k files.  Single: fp32 (above), and int8
 set of int8 weights for every k (``hydravit.weights``: the full weights quantized once per output
 channel, plus k's int8 program ``hydravit.k<k>.pte`` whose named data the runtime cuts from it; an
 int8-static program also holds the activation ranges calibrated for k; no program runs every k:
-:mod:`.executorch_lazy`).  fp16 is not offered as a single artifact (see
-:data:`ExecuTorchExporter.precision_notes` for why).
+:mod:`.executorch_lazy`); fp16 the same way, ``hydravit.weights`` holding the full parameters in
+float16 (:data:`SINGLE_FP16_NOTE`).
 """
 
 from __future__ import annotations
@@ -69,9 +69,12 @@ SINGLE_INT8_LAZY_NOTE = (
     "hydravit.weights (the leading block of each int8 matrix, the scales of k's rows); there is no program that runs every k (XNNPACK lowers int8 linear layers "
     "with static weights only), so the runtime loads k's program whether it materialises lazily or eagerly")
 SINGLE_FP16_NOTE = (
-    "the single fp16 program is not offered yet: its methods would run XNNPACK linear layers with non-static fp16 "
-    "weights (the partitioner's force_non_static_weights_for_f32_linear covers float32 only) and the runtime's "
-    "named-data synthesis (hydravit_edge.engines.ptd) cuts float32 parameters only; use --mode per-k")
+    "one set of fp16 weights for every k: hydravit.weights holds every parameter of the full model in float16; "
+    "hydravit.k<k>.pte is k's fp16 program (XNNPACK with static weights, per-k speed), which stores no parameter: "
+    "the runtime cuts its named data from hydravit.weights; there is no fp16 program that runs every k (its methods "
+    "would run XNNPACK linear layers with non-static fp16 weights: the partitioner's "
+    "force_non_static_weights_for_f32_linear covers float32 only), so the runtime loads k's program whether it "
+    "materialises lazily or eagerly")
 
 
 def heads_program(model, k: int):
@@ -205,9 +208,8 @@ class ExecuTorchExporter(Exporter):
     #: lowering costs ~20 s per k even for the small digits model (ExecuTorch's passes scale with
     #: the number of graph nodes, not with the weights), so two or more k always go to workers
     parallel_min_params = 0
-    #: fp16, int8 and int8-static (:mod:`.executorch_quant`) as per-k files; single: fp32, int8 and int8-static
-    precisions = {"fp32": MODES, "fp16": ("per-k",), "int8": MODES, "int8-static": MODES}
-    precision_notes = {"fp16": f": {SINGLE_FP16_NOTE}"}
+    #: fp16, int8 and int8-static (:mod:`.executorch_quant`), per-k and single
+    precisions = {"fp32": MODES, "fp16": MODES, "int8": MODES, "int8-static": MODES}
 
     def entry_name(self, k: int) -> str:
         return f"forward_k{k}"
@@ -231,8 +233,8 @@ class ExecuTorchExporter(Exporter):
 
     def export_single(self, model, heads, out_dir, progress: Optional[ProgressFn], pool,
                       quant: QuantSpec = FP32) -> list[ArtifactRecord]:
-        if quant.precision in ("int8", "int8-static"):
-            return self.export_single_int8(model, heads, out_dir, pool, quant)
+        if quant.precision in ("fp16", "int8", "int8-static"):
+            return self.export_single_shared(model, heads, out_dir, pool, quant)
         if quant.quantized:  # export() refuses it first; never write an fp32 program under another precision
             raise UsageError(self.unsupported(quant.precision, "single") or f"no single {quant.precision} program")
         # Each method is lowered on its own (in the pool's workers) and comes back serialized; one
@@ -254,24 +256,25 @@ class ExecuTorchExporter(Exporter):
                             notes=[SINGLE_LAZY_NOTE])
                 for k in heads]
 
-    def export_single_int8(self, model, heads, out_dir, pool, quant: QuantSpec) -> list[ArtifactRecord]:
-        """The single int8 artifact (:mod:`.executorch_lazy`, int8): ``hydravit.weights`` and per k its
-        int8 program and .ptd head; the records' file is ``hydravit.weights``, the entry k's program's
-        method (a session on that file loads k's program)."""
+    def export_single_shared(self, model, heads, out_dir, pool, quant: QuantSpec) -> list[ArtifactRecord]:
+        """The single fp16 / int8 artifact (:mod:`.executorch_lazy`): ``hydravit.weights`` and per k its
+        program at that precision and its .ptd head; the records' file is ``hydravit.weights``, the entry
+        k's program's method (a session on that file loads k's program)."""
         import functools
 
         from .executorch_lazy import METHOD, WEIGHTS_FILE, lazy_program, write_lazy_quantized
 
         parts = pool.map(functools.partial(lazy_program, quant=quant), heads, None,
-                         label="executorch int8 k={k} (named data)")
-        with converting(self.name, "int8 named-data layout", heads):
-            layouts, _ = write_lazy_quantized(model, heads, out_dir, parts, own_ok=quant.precision == "int8-static")
+                         label=f"executorch {quant.precision} k={{k}} (named data)")
+        with converting(self.name, f"{quant.precision} named-data layout", heads):
+            layouts, _ = write_lazy_quantized(model, heads, out_dir, parts, own_ok=quant.precision == "int8-static",
+                                              precision=quant.precision)
         out = []
         for k in heads:
             rec = self.record(model.config, k, "single", entry=METHOD,
                               extra={"precision": quant.precision, "lazy_graph": layouts[k]["program"],
                                      "lazy_entry": layouts[k]["method"], "lazy_data": layouts[k]},
-                              notes=[SINGLE_INT8_LAZY_NOTE])
+                              notes=[SINGLE_FP16_NOTE if quant.precision == "fp16" else SINGLE_INT8_LAZY_NOTE])
             rec.file = WEIGHTS_FILE
             out.append(rec)
         return out
@@ -283,7 +286,7 @@ class ExecuTorchExporter(Exporter):
     def describe(self, out_dir, records) -> dict:
         details: dict[str, Any] = {"delegate": "XnnpackBackend", "batch": 1}
         layouts = [r.extra["lazy_data"] for r in records if r.mode == "single" and (r.extra or {}).get("lazy_data")]
-        if layouts and layouts[0].get("weights_format") == "raw":  # the single int8 artifact
+        if layouts and layouts[0].get("weights_format") == "raw":  # the single fp16 / int8 artifact
             tensors: dict[str, Any] = {}
             for lay in layouts:
                 for seg in lay["segments"]:
@@ -294,9 +297,11 @@ class ExecuTorchExporter(Exporter):
                 "weights_file": layouts[0]["weights"],
                 "programs": {str(r.k): r.extra["lazy_graph"] for r in sorted(records, key=lambda r: r.k)},
                 "method": layouts[0]["method"],
-                "weights": "every Linear / Conv2d weight of the full model quantized once per output channel "
-                           "(hydravit_edge.precision.quantize_rows: int8 values, symmetric, float32 scale per row), "
-                           "the float32 biases; each k's program uses their cut (extra.lazy_data)",
+                "weights": ("every parameter of the full model in float16; each k's program uses their cut "
+                            "(extra.lazy_data)" if records[0].extra.get("precision") == "fp16" else
+                            "every Linear / Conv2d weight of the full model quantized once per output channel "
+                            "(hydravit_edge.precision.quantize_rows: int8 values, symmetric, float32 scale per row), "
+                            "the other parameters in float32; each k's program uses their cut (extra.lazy_data)"),
                 "tensors": dict(sorted(tensors.items(), key=lambda kv: kv[1]["offset"])),
             }
             details["precision"] = records[0].extra.get("precision", "int8")

@@ -99,7 +99,11 @@ def lazy_program(model, k: int, quant=None) -> tuple[bytes, bytes]:
     from .xnnpack_graph import xnnpack_friendly
 
     quantized = quant is not None and quant.quantized
-    if quantized:
+    if quantized and quant.precision == "fp16":
+        from .executorch_quant import half_program
+
+        ep = half_program(xnnpack_friendly(model.subnet(k)), model.config, k)
+    elif quantized:
         from .executorch_quant import cut_quantized, quantized_program
 
         if quant.precision not in ("int8", "int8-static"):
@@ -114,8 +118,8 @@ def lazy_program(model, k: int, quant=None) -> tuple[bytes, bytes]:
     for n in ep.graph.nodes:
         if n.op == "placeholder" and n.name in consts:
             n.meta.setdefault("custom", {})["delegate_constant_tag"] = TAG
-    # int8: the program's own constants (layer norms, class token, position embedding: what runs outside
-    # XNNPACK) go to the same named data, so that they too are cut from the weights file, not stored per k
+    # fp16 / int8: the program's own constants (layer norms, class token, position embedding: what runs
+    # outside XNNPACK) go to the same named data, so that they too are cut from the weights file, not stored per k
     config = ExecutorchBackendConfig(external_constants=lambda node: TAG) if quantized else None
     with converting("executorch", "to_edge_transform_and_lower (named data)", k), _quiet(), torch.no_grad():
         prog = to_edge_transform_and_lower({METHOD: ep}, partitioner=[XnnpackPartitioner()]).to_executorch(config)
@@ -235,12 +239,15 @@ def _scale_spec(table, name: str, k: int) -> tuple[Optional[list], Optional[int]
     return [[[a, b]] for a, b in rows], (0 if len(rows) > 1 else None)
 
 
-def quantized_layout(model, k: int, ptd: bytes, full_q: dict, own_ok: bool = False) -> tuple[bytes, dict[str, Any]]:
+def quantized_layout(model, k: int, ptd: bytes, full_q: dict, own_ok: bool = False,
+                     float_dtype: str = "float32") -> tuple[bytes, dict[str, Any]]:
     """``(head bytes, layout)`` of k's int8 .ptd, each segment's source a cut of a full tensor of the
     weights file (int8 values, scales or a float32 parameter) still without its place there (``at``,
     ``shape``: :func:`write_lazy_quantized`).  A segment that is none of them raises, unless
     ``own_ok`` (int8-static: XNNPACK stores k's biases as int32 in the scale of k's calibrated input
-    times the weight's, data of k alone): then its bytes follow the head in k's head file (``own``)."""
+    times the weight's, data of k alone): then its bytes follow the head in k's head file (``own``).
+    ``float_dtype``: how the parameters that are not int8 are stored (float16 for the single fp16 artifact,
+    whose ``full_q`` is empty)."""
     from .executorch_quant import cut_quantized
 
     table = model.slicing
@@ -248,13 +255,15 @@ def quantized_layout(model, k: int, ptd: bytes, full_q: dict, own_ok: bool = Fal
     cuts = cut_quantized(model, k, full_q)
     sources: dict[str, dict] = {}
 
-    def add(arr, name, quant, dtype, pieces, axis, transforms=("id",)):
+    def add(arr, name, quant, dtype, pieces, axis, transforms=("id",), cast=None):
         for tr in transforms:
             a = arr.transpose(0, 2, 3, 1) if tr == "nhwc" else arr
-            digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+            digest = hashlib.sha256(np.ascontiguousarray(a, dtype=cast).tobytes()).hexdigest()
             src = {"cut": name, "dtype": dtype, "pieces": pieces, "axis": axis, "transform": tr}
             if quant:
                 src["quant"] = quant
+            if cast:
+                src["cast"] = cast
             sources.setdefault(digest, src)
 
     for sub_key, t in model.subnet_state_dict(k).items():
@@ -266,8 +275,10 @@ def quantized_layout(model, k: int, ptd: bytes, full_q: dict, own_ok: bool = Fal
             add(q, name, "values", "int8", pieces, axis, trs)
             add(s, name, "scale", "float32", *_scale_spec(table, name, k))
         else:
-            add(np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32), name, None, "float32",
-                pieces, axis, trs)
+            stored = np.ascontiguousarray(t.detach().cpu().numpy(), dtype=float_dtype)
+            add(stored, name, None, float_dtype, pieces, axis, trs)
+            if float_dtype != "float32":  # XNNPACK keeps some fp16 programs' weights in float32 (the patch conv)
+                add(stored, name, None, float_dtype, pieces, axis, trs, cast="float32")
     base, segs = _ptd_segments(ptd)
     out = []
     head = bytearray(ptd[:base])
@@ -287,28 +298,31 @@ def quantized_layout(model, k: int, ptd: bytes, full_q: dict, own_ok: bool = Fal
     return bytes(head), layout
 
 
-def _stored(params: dict, name: str, quant: Optional[str], full_q: dict) -> np.ndarray:
+def _stored(params: dict, name: str, quant: Optional[str], full_q: dict, dtype: str = "float32") -> np.ndarray:
     if quant == "values":
         return full_q[name][0]
     if quant == "scale":
         return full_q[name][1]
-    return np.ascontiguousarray(params[name].detach().cpu().numpy(), dtype=np.float32)
+    return np.ascontiguousarray(params[name].detach().cpu().numpy(), dtype=dtype)
 
 
 def write_lazy_quantized(model, heads: Sequence[int], out_dir: Path, parts: dict[int, tuple[bytes, bytes]],
-                         own_ok: bool = False) -> tuple[dict[int, dict], dict[str, dict]]:
+                         own_ok: bool = False, precision: str = "int8") -> tuple[dict[int, dict], dict[str, dict]]:
     """Write ``hydravit.weights`` (each tensor a segment source uses, once) and k's program and .ptd
     head for every k; returns ``({k: layout}, index)`` with ``index``: ``{"<name>" or "<name>:scale":
-    {"offset", "shape", "dtype"}}``.  Each synthesized .ptd is checked against ExecuTorch's, byte for byte."""
+    {"offset", "shape", "dtype"}}``.  Each synthesized .ptd is checked against ExecuTorch's, byte for byte.
+    ``precision`` fp16: no int8 tensors, every parameter stored once in float16."""
     from hydravit_edge.engines.ptd import synthesize
 
     from .executorch_quant import quantized_weights
 
-    full_q = quantized_weights(model)
+    half = precision == "fp16"
+    full_q = {} if half else quantized_weights(model)
+    float_dtype = "float16" if half else "float32"
     heads_layouts = {}
     used: dict[tuple[str, Optional[str]], None] = {}
     for k in heads:
-        head, layout = quantized_layout(model, k, parts[k][1], full_q, own_ok=own_ok)
+        head, layout = quantized_layout(model, k, parts[k][1], full_q, own_ok=own_ok, float_dtype=float_dtype)
         heads_layouts[k] = (head, layout)
         for seg in layout["segments"]:
             if "cut" in seg:
@@ -320,7 +334,7 @@ def write_lazy_quantized(model, heads: Sequence[int], out_dir: Path, parts: dict
     index: dict[str, dict] = {}
     where = {}
     for name, quant in sorted(used, key=lambda nq: (order.get(nq[0], len(order)), rank[nq[1]])):
-        a = np.ascontiguousarray(_stored(params, name, quant, full_q))
+        a = np.ascontiguousarray(_stored(params, name, quant, full_q, float_dtype))
         blob += b"\0" * (-len(blob) % ALIGN)
         where[(name, quant)] = {"offset": len(blob), "shape": list(a.shape), "dtype": str(a.dtype)}
         index[name + (":scale" if quant == "scale" else "")] = where[(name, quant)]
@@ -335,8 +349,8 @@ def write_lazy_quantized(model, heads: Sequence[int], out_dir: Path, parts: dict
                 w = where[(seg["cut"], seg.get("quant"))]
                 seg["at"], seg["shape"] = w["offset"], w["shape"]
         if bytes(synthesize(layout, head, weights)) != parts[k][1]:
-            raise ExportError(f"executorch int8 k={k}: the named data cut from {WEIGHTS_FILE} differs from what the "
-                              "program was lowered with")
+            raise ExportError(f"executorch {precision} k={k}: the named data cut from {WEIGHTS_FILE} differs from what "
+                              "the program was lowered with")
         (out_dir / layout["program"]).write_bytes(parts[k][0])
         (out_dir / layout["head"]).write_bytes(head)
         layouts[k] = layout

@@ -1,6 +1,6 @@
 """ExecuTorch precisions: int8 (XNNPACK quantizer, dynamic activations), int8-static (calibrated) and
-fp16 per-k programs run in ExecuTorch's runtime; single: fp32 and int8 (one set of int8 weights for
-every k: tests/test_export_single_int8_executorch.py); fp16 single is refused, saying why."""
+fp16 per-k programs run in ExecuTorch's runtime; single: fp32, int8 (one set of int8 weights for
+every k: tests/test_export_single_int8_executorch.py) and fp16 (one set of fp16 weights)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from helpers import assert_spoiled_scales_fail_validation, tiny_model
+from helpers import assert_spoiled_scales_fail_validation, refresh_manifest_hashes, tiny_model
 from hydravit_edge import HydraConfig
-from hydravit_edge.errors import UsageError
 from hydravit_edge.precision import quantize_rows
 
 pytest.importorskip("executorch")
@@ -88,19 +87,52 @@ def test_a_broken_int8_program_fails_validation(int8_export, tmp_path):
                                           [sub[name] for name in MATRICES], min_hits=3)
 
 
-@pytest.mark.parametrize("precision", ["fp16"])
-def test_the_single_program_is_fp32_or_int8_and_says_why(precision, tmp_path):
-    from hydravit_edge.export.api import export_model
-    from hydravit_edge.export.registry import get_exporter
+def test_single_fp16_stores_fp16_weights_once_and_validates(tmp_path):
+    """fp16 single: hydravit.weights holds every parameter in float16 once; k's fp16 program (static XNNPACK
+    weights) stores none, its named data is cut from there (float32 where XNNPACK wants it: the patch conv);
+    a flipped fp16 byte fails validation."""
+    import shutil
 
-    ex = get_exporter("executorch")
-    assert ex.unsupported(precision, "per-k") is None
-    with pytest.raises(UsageError, match=f"executorch exports {precision} only as --mode per-k: .*not offered yet"):
-        export_model(tiny_model(CFG), heads="2", targets="executorch", mode="single", out=tmp_path / "e",
-                     precisions=precision, calibration="digits", calibration_size=2)
-    assert not (tmp_path / "e").exists()
-    assert "force_non_static_weights_for_f32_linear" in ex.unsupported(precision, "single")
-    assert ex.unsupported("int8", "single") is None and ex.unsupported("int8-static", "single") is None
+    from hydravit_edge.export.api import export_model
+    from hydravit_edge.export.executorch import SINGLE_FP16_NOTE
+    from hydravit_edge.export.registry import get_exporter
+    from hydravit_edge.export.validation import validate_dir
+
+
+    assert get_exporter("executorch").unsupported("fp16", "single") is None
+    model = tiny_model(CFG)
+    rep = export_model(model, heads="2,4", targets="executorch", mode="single", out=tmp_path / "s", precisions="fp16",
+                       jobs=1)
+    per_k = export_model(model, heads="4", targets="executorch", mode="per-k", out=tmp_path / "p", precisions="fp16",
+                         jobs=1)
+    assert rep.passed and {(r.k, r.check) for r in rep.results} == {(2, "runtime"), (4, "runtime"), (2, "lazy"), (4, "lazy")}
+    assert all(r.max_abs_err < 1e-2 for r in rep.results)
+    t = json.loads((rep.out_dir / "manifest.json").read_text())["targets"]["executorch-fp16"]
+    assert t["mode"] == "single" and t["notes"] == [SINGLE_FP16_NOTE]
+    for a in t["artifacts"]:
+        lay = a["extra"]["lazy_data"]
+        assert a["file"] == "executorch-fp16/hydravit.weights" and lay["weights_format"] == "raw"
+        cut = [s for s in lay["segments"] if "cut" in s]
+        assert {s["dtype"] for s in cut} == {"float16"} and {s.get("cast") for s in cut} == {None, "float32"}
+        assert {"pos_embed", "blocks.0.attn.qkv.weight", "patch_embed.proj.weight"} <= {s["cut"] for s in cut}
+    sizes = {f["path"]: f["bytes"] for f in t["files"]}
+    params = sum(p.numel() for p in model.parameters())
+    assert 2 * params <= sizes["executorch-fp16/hydravit.weights"] < 2 * params * 1.05
+    single = sum(sizes.values())
+    k4 = json.loads((per_k.out_dir / "manifest.json").read_text())["targets"]["executorch-fp16"]["files"][0]["bytes"]
+    print(f"single fp16 {single} B / per-k fp16 k=4 {k4} B = {single / k4:.3f}x")
+    assert single <= 1.05 * k4
+    d = tmp_path / "broken"
+    shutil.copytree(rep.out_dir, d)
+    path = d / "executorch-fp16" / "hydravit.weights"
+    seg = next(s for s in t["artifacts"][0]["extra"]["lazy_data"]["segments"] if s.get("cut") == "blocks.0.mlp.fc1.weight")
+    raw = bytearray(path.read_bytes())
+    raw[seg["at"] + 1] ^= 0x40  # one fp16 weight of row 0 (in every k's cut): its exponent changed
+    path.write_bytes(bytes(raw))
+    refresh_manifest_hashes(d, "executorch-fp16", path)
+    bad = validate_dir(d, ["executorch-fp16"])
+    ran = [r for r in bad.results if r.check in ("runtime", "lazy")]
+    assert len(ran) == 4 and all(not r.ok and "damaged" in (r.reason or "") for r in ran)
 
 
 @pytest.mark.slow  # three precisions lowered at two k: ~2 min on 2 cores

@@ -13,7 +13,10 @@ of the .ptd, the byte range it fills (``offset``, ``size``) and its source:
   tensor ``name`` stored raw (C order) at ``at`` with ``shape``: per piece the ``[start, stop]``
   range of every axis, the pieces concatenated along ``axis`` (``pieces`` null: the whole tensor),
   then ``transform`` (``id``, or ``nhwc``: ``[O, I, H, W] -> [O, H, W, I]``, XNNPACK's convolution
-  layout).  ``dtype`` is the stored element type: ``float32`` (the default when absent) or ``int8``.
+  layout).  ``dtype`` is the stored element type: ``float32`` (the default when absent), ``float16``
+  (the single fp16 artifact: every parameter stored in float16) or ``int8``; ``cast`` (optional,
+  ``float32``): the element type the program wants, converted to after the cut (exact from float16:
+  XNNPACK keeps an fp16 program's convolution weights in float32).
   An int8 single artifact stores each quantized weight once as its full int8 values
   (``"quant": "values"``, dtype int8, cut like the float weight) and its float32 scales, one per
   output row (``"quant": "scale"``, shape ``[out]``, the pieces are k's row ranges): the
@@ -36,7 +39,7 @@ import numpy as np
 __all__ = ["synthesize", "DTYPES"]
 
 #: element types a ``cut`` segment's full tensor may be stored in
-DTYPES = {"float32": np.float32, "int8": np.int8}
+DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
 
 
 def synthesize(layout: dict, head: bytes, weights: Any, verify: Optional[bool] = None) -> bytearray:
@@ -73,7 +76,7 @@ def synthesize(layout: dict, head: bytes, weights: Any, verify: Optional[bool] =
             arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=seg["axis"])
         if seg["transform"] == "nhwc":
             arr = arr.transpose(0, 2, 3, 1)
-        data = np.ascontiguousarray(arr, dtype=dtype)
+        data = np.ascontiguousarray(arr, dtype=np.dtype(DTYPES[seg["cast"]]) if seg.get("cast") else dtype)
         if data.nbytes != size:
             raise ValueError(f"segment at {off}: {data.nbytes} bytes cut, the program expects {size}")
         out[off:off + size] = memoryview(data).cast("B")
