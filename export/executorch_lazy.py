@@ -40,6 +40,10 @@ int8 (:func:`write_lazy_quantized`)
         weights and scales were replaced by the CUT of the full ones
         (:func:`.executorch_quant.cut_quantized`), XNNPACK constants kept out as named data.
 
+    fp16 is the same with k's fp16 program (:func:`.executorch_quant.half_program`) and every
+    parameter stored once in float16 (``dtype: "float16"``; ``cast: "float32"`` where XNNPACK keeps
+    an fp16 program's weight in float32, the patch convolution's).
+
     int8-static is the same with k's calibrated program, except that XNNPACK stores its biases as
     int32 in the scale of k's input times the weight's: those segments are k's own (``"own"``: after
     the head in ``hydravit.k<k>.ptdhead``, a small share of k's named data).  So are the program's

@@ -63,7 +63,8 @@ val syncHydravitAssets by tasks.registering(Sync::class) {
             check(export.resolve("manifest.json").isFile) { "$export has no manifest.json: pass the folder `hydravit-edge export` wrote" }
         }
         from(export) {
-            include("manifest.json", "onnx/**", "executorch/**", "samples/**")
+            // every precision's folder: onnx (fp32), onnx-int8, onnx-fp16, executorch-int8, ...
+            include("manifest.json", "onnx/**", "onnx-*/**", "executorch/**", "executorch-*/**", "samples/**")
         }
     }
     hydravitLut?.let { file ->
