@@ -127,7 +127,7 @@ class OnnxEngine(private val store: AssetStore, manifest: ExportManifest, precis
 
 /**
  * ExecuTorch: the single .pte has one method per k (forward_k3, ...); per-k files have `forward`.
- * The int8 single artifact ([ArtifactInfo.needsNamedData]) is not opened: k's program loads only with
+ * The fp16 / int8 single artifacts ([ArtifactInfo.needsNamedData]) are not opened: k's program loads only with
  * its named data, and ExecuTorch's Android `Module` takes no data file ([Engines.canOpen]).
  */
 class ExecuTorchEngine(private val store: AssetStore, manifest: ExportManifest, precision: String = "fp32") :
@@ -138,7 +138,7 @@ class ExecuTorchEngine(private val store: AssetStore, manifest: ExportManifest, 
 
     init {
         require(ks.all { Engines.canOpen(Contract.BACKEND_EXECUTORCH, record(it)) }) {
-            "the bundled executorch $precision artifact is a single int8 artifact: each k's program needs named data " +
+            "the bundled executorch $precision artifact is a single $precision artifact: each k's program needs named data " +
                 "cut from hydravit.weights, which ExecuTorch's Android Module cannot load; bundle " +
                 "`hydravit-edge export --target executorch --mode per-k --precision $precision` or the onnx $precision artifact"
         }

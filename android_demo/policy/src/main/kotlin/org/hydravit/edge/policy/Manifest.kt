@@ -40,7 +40,7 @@ data class ArtifactInfo(
     val namedDataProgram: String? = null,
 ) {
     /**
-     * An int8 ExecuTorch single artifact: `file` is the shared weights file, not a program, so the
+     * An fp16 / int8 ExecuTorch single artifact: `file` is the shared weights file, not a program, so the
      * record runs only through k's program with its named data ([namedDataProgram]).
      */
     val needsNamedData: Boolean get() = namedDataProgram != null && !file.endsWith(".pte")
